@@ -1,0 +1,1 @@
+"""Reproducible image-classification pipeline: stages run as `python -m pipeline.<stage>`."""

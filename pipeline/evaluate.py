@@ -1,0 +1,75 @@
+"""Stage evaluate: score the best checkpoint on the test split.
+
+    python -m pipeline.evaluate --model results/digits_mlp/model.pt --prepared data/prepared/digits \
+        --metrics results/digits_mlp/test.json --predictions results/digits_mlp/predictions.csv \
+        --confusion results/digits_mlp/confusion.csv
+
+test.json: test loss, top-1 and top-5 accuracy, per-class accuracy; predictions.csv: one row per
+test image (index, true and predicted label); confusion.csv: counts, rows true, columns predicted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import stage
+
+
+def scores(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
+    """Metrics from test logits (N, K) and true labels (N,), with scikit-learn where it has them."""
+    from scipy.special import log_softmax
+    from sklearn.metrics import accuracy_score, confusion_matrix, top_k_accuracy_score
+    k = len(classes)
+    pred = logits.argmax(1)
+    cm = confusion_matrix(labels, pred, labels=np.arange(k))
+    per_class = np.divide(cm.diagonal(), cm.sum(1), out=np.zeros(k), where=cm.sum(1) > 0)
+    return {
+        "test_loss": float(-log_softmax(logits.astype(np.float64), axis=1)[np.arange(len(labels)), labels].mean()),
+        "test_acc": float(accuracy_score(labels, pred)),
+        "test_top5": float(top_k_accuracy_score(labels, logits, k=min(5, k), labels=np.arange(k))),
+        "per_class_acc": {c: float(a) for c, a in zip(classes, per_class)},
+        "confusion": cm,
+        "pred": pred,
+    }
+
+
+def evaluate(checkpoint: Path, prepared: Path, metrics: Path, predictions: Path, confusion: Path) -> dict:
+    import pandas as pd
+    from pipeline import data, engine  # torch is imported only once there is work to do
+    model, ckpt, device = engine.load_model(checkpoint)
+    test = data.load_split(prepared, "test", device)
+    logits = engine.predict(model, test, ckpt["config"]["batch_size"]).numpy()
+    labels = test.labels.cpu().numpy()
+    classes = data.load_meta(prepared)["classes"]
+    result = scores(logits, labels, classes)
+    cm, pred = result.pop("confusion"), result.pop("pred")
+    result.update(best_epoch=ckpt["epoch"], n_test=int(len(labels)), config=ckpt["config"],
+                  versions=engine.versions())
+    with stage.atomic_path(predictions) as tmp:
+        pd.DataFrame({"index": np.arange(len(labels)), "true": labels, "pred": pred,
+                      "true_name": np.asarray(classes)[labels], "pred_name": np.asarray(classes)[pred]}
+                     ).to_csv(tmp, index=False)
+    with stage.atomic_path(confusion) as tmp:
+        pd.DataFrame(cm, index=classes, columns=classes).to_csv(tmp)
+    with stage.atomic_path(metrics) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in ("model", "prepared", "metrics", "predictions", "confusion"):
+        ap.add_argument(f"--{name}", required=True, type=Path)
+    ap.add_argument("--log", type=Path)
+    args = ap.parse_args(argv)
+    stage.setup_logging(args.log)
+    outputs = [args.metrics, args.predictions, args.confusion]
+    stage.run_stage("evaluate", {}, [args.model, args.prepared], outputs,
+                    lambda: evaluate(args.model, args.prepared, *outputs))
+
+
+if __name__ == "__main__":
+    stage.cli(main)

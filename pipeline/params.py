@@ -1,0 +1,78 @@
+"""Load, validate and resolve params.yaml, the one source of truth for both orchestrators.
+
+Light on purpose (yaml + jsonschema only): the Snakefile and every stage import it, and an
+up-to-date check must not pay for importing torch.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
+REPORT_ONLY_KEYS = ("description", "reported")
+
+
+class ParamsError(ValueError):
+    """params.yaml is unreadable or invalid; the message names the file and the key."""
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def training_keys() -> list[str]:
+    """The keys that are top-level defaults and per-experiment overrides (lr, epochs, ...)."""
+    return list(load_schema()["$defs"]["training"])
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def validate(params: object, source: str = "params.yaml") -> dict:
+    """Return params if they satisfy the schema and cross-references; else raise ParamsError."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
+    if error is not None:
+        raise ParamsError(f"{source}: {_key_path(error)}: {error.message}")
+    for name, exp in params["experiments"].items():
+        if exp["dataset"] not in params["datasets"]:
+            known = ", ".join(sorted(params["datasets"]))
+            raise ParamsError(
+                f"{source}: experiments.{name}.dataset: unknown data set {exp['dataset']!r}; "
+                f"define it under datasets: (known: {known})")
+    return params
+
+
+def load(path: str | Path) -> dict:
+    """Read and validate a params file."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found; pass the project's params.yaml") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    return validate(params, source=str(path))
+
+
+def experiment_config(params: dict, name: str) -> dict:
+    """The experiment's resolved config: top-level defaults merged with its own overrides."""
+    if name not in params["experiments"]:
+        raise ParamsError(f"unknown experiment {name!r}; known: {', '.join(sorted(params['experiments']))}")
+    exp = copy.deepcopy(params["experiments"][name])
+    for key in REPORT_ONLY_KEYS:  # editing these must not retrain anything
+        exp.pop(key, None)
+    config = {key: params[key] for key in training_keys()}
+    config.update(exp)
+    config["name"] = name
+    return dict(sorted(config.items()))
+
+
+def dataset_config(params: dict, name: str) -> dict:
+    if name not in params["datasets"]:
+        raise ParamsError(f"unknown data set {name!r}; known: {', '.join(sorted(params['datasets']))}")
+    return copy.deepcopy(params["datasets"][name])

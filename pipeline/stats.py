@@ -1,0 +1,57 @@
+"""Stage stats: per-channel mean and std of the training split, in [0, 1] pixel units.
+
+    python -m pipeline.stats --prepared data/prepared/digits --out data/stats/digits.json
+
+Accumulated in float64 over chunks of the memory-mapped images, so memory stays bounded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import stage
+
+log = logging.getLogger("pipeline.stats")
+CHUNK = 4096
+
+
+def channel_stats(images: np.ndarray) -> dict:
+    """images: (N, H, W, C) uint8. Returns mean and (population) std per channel in [0, 1] units."""
+    n, c = images.shape[0], images.shape[-1]
+    total, total_sq = np.zeros(c), np.zeros(c)
+    for start in tqdm(range(0, n, CHUNK), desc="stats", unit="chunk"):
+        x = images[start:start + CHUNK].reshape(-1, c).astype(np.float64) / 255.0
+        total += x.sum(axis=0)
+        total_sq += np.square(x).sum(axis=0)
+    count = n * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+    return {"mean": mean.tolist(), "std": std.tolist(), "images": int(n)}
+
+
+def stats(prepared: Path, out: Path) -> dict:
+    result = channel_stats(np.load(prepared / "train_images.npy", mmap_mode="r"))
+    with stage.atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
+    log.info("stats of %s: mean %s std %s", prepared, result["mean"], result["std"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prepared", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--log", type=Path)
+    args = ap.parse_args(argv)
+    stage.setup_logging(args.log)
+    stage.run_stage("stats", {}, [args.prepared / "train_images.npy"], [args.out],
+                    lambda: stats(args.prepared, args.out))
+
+
+if __name__ == "__main__":
+    stage.cli(main)
