@@ -38,12 +38,14 @@ def validate(params: object, source: str = "params.yaml") -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(params))
     if error is not None:
         raise ParamsError(f"{source}: {_key_path(error)}: {error.message}")
-    for name, exp in params["experiments"].items():
-        if exp["dataset"] not in params["datasets"]:
-            known = ", ".join(sorted(params["datasets"]))
-            raise ParamsError(
-                f"{source}: experiments.{name}.dataset: unknown data set {exp['dataset']!r}; "
-                f"define it under datasets: (known: {known})")
+    scopes = [("", params)] + [(f"studies.{n}.", st) for n, st in params["studies"].items()]
+    for prefix, scope in scopes:
+        for name, exp in scope["experiments"].items():
+            if exp["dataset"] not in scope["datasets"]:
+                known = ", ".join(sorted(scope["datasets"]))
+                raise ParamsError(
+                    f"{source}: {prefix}experiments.{name}.dataset: unknown data set {exp['dataset']!r}; "
+                    f"define it under {prefix}datasets: (known: {known})")
     return params
 
 
@@ -54,6 +56,13 @@ def load(path: str | Path) -> dict:
         params = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found; pass the project's params.yaml") from None
+    except yaml.composer.ComposerError as e:
+        if "undefined alias" not in str(e):
+            raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+        raise ParamsError(
+            f"{path}: the study alias in `<<: *NAME` is not defined ({' '.join(str(e).split())}); "
+            f"give the study its anchor under studies:, e.g. `seed: &seed` "
+            f"(`dvc exp run -S` drops anchors that nothing refers to)") from None
     except yaml.YAMLError as e:
         raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     return validate(params, source=str(path))
