@@ -135,7 +135,7 @@ def run_stage(stage: str, config: object, inputs: Sequence[str | Path],
     """
     key = stamp_key(stage, config, inputs)
     if is_current(key, outputs):
-        log.info("%s: outputs are up to date (stamp matches), nothing to do", stage)
+        log.info("%s: %s is up to date (stamp matches), nothing to do", stage, outputs[0])
         return
     for p in [_stamp_path(outputs[0]), *map(Path, outputs)]:
         _remove(p)

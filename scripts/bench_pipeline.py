@@ -1,0 +1,42 @@
+"""Wall times of the README demo and of no-op reruns, with each tool, in a fresh copy.
+
+    python scripts/bench_pipeline.py          (or: make bench)
+
+Prints one line per measurement. The copy holds the project's files (no data, no results).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import copy_project, tool_env  # noqa: E402
+
+
+def timed(cmd: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=tool_env(), check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        a = copy_project(Path(tmp) / "snakemake_first")
+        b = copy_project(Path(tmp) / "dvc_first")
+        rows = [
+            ("demo, snakemake (fresh copy)", timed(["snakemake"], a)),
+            ("no-op, snakemake", timed(["snakemake"], a)),
+            ("dvc repro over snakemake's outputs", timed(["dvc", "repro"], a)),
+            ("no-op, dvc repro", timed(["dvc", "repro"], a)),
+            ("demo, dvc repro (fresh copy)", timed(["dvc", "repro"], b)),
+            ("snakemake over dvc's outputs", timed(["snakemake"], b)),
+        ]
+    for name, seconds in rows:
+        print(f"{seconds:8.1f} s  {name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""params.yaml validation and resolution: every bad input gets one line naming the key."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import params as P
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def good() -> dict:
+    return P.load(ROOT / "params.yaml")
+
+
+def broken(good: dict, edit) -> dict:
+    p = copy.deepcopy(good)
+    edit(p)
+    return p
+
+
+def first_experiment(p: dict) -> dict:
+    return next(iter(p["experiments"].values()))
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda p: p.update(lrr=0.1), "(top level): Additional properties are not allowed ('lrr' was unexpected)"),
+    (lambda p: p.pop("lr"), "'lr' is a required property"),
+    (lambda p: p.update(lr=0), "lr: 0 is less than or equal to the minimum of 0"),
+    (lambda p: p.update(lr=-0.1), "lr: -0.1 is less than or equal to the minimum of 0"),
+    (lambda p: p.update(lr="fast"), "lr: 'fast' is not of type 'number'"),
+    (lambda p: p.update(epochs=0), "epochs: 0 is less than the minimum of 1"),
+    (lambda p: p.update(batch_size=-4), "batch_size: -4 is less than the minimum of 1"),
+    (lambda p: p.update(optimizer="adagrad"), "optimizer: 'adagrad' is not one of"),
+    (lambda p: p.update(device="tpu"), "device: 'tpu' does not match"),
+    (lambda p: p["datasets"]["digits"].update(val_fraction=1.0), "datasets.digits.val_fraction: 1.0 is greater than or equal to the maximum of 1"),
+    (lambda p: p["datasets"]["digits"].update(val_fraction=0), "datasets.digits.val_fraction: 0 is less than or equal to the minimum of 0"),
+    (lambda p: first_experiment(p)["model"].update(name="resnet9000"), "model.name: 'resnet9000' is not one of"),
+    (lambda p: first_experiment(p).update(lr=-1), "lr: -1 is less than or equal to the minimum of 0"),
+    (lambda p: first_experiment(p).update(learning_rate=0.1), "'learning_rate' was unexpected"),
+    (lambda p: first_experiment(p).update(dataset="imagenet21k"), "dataset: unknown data set 'imagenet21k'"),
+    (lambda p: first_experiment(p).pop("model"), "'model' is a required property"),
+])
+def test_bad_params_fail_with_the_key_named(good, edit, expected):
+    with pytest.raises(P.ParamsError) as e:
+        P.validate(broken(good, edit))
+    message = str(e.value)
+    assert expected in message
+    assert "\n" not in message and message.startswith("params.yaml: ")
+
+
+def test_errors_inside_an_inactive_study_are_caught_too(good):
+    bad = {"dataset": "digits", "model": {"name": "mlp"}, "epochs": -3}
+    p = broken(good, lambda p: p["studies"]["seed"]["experiments"].update(typo_exp=bad))
+    with pytest.raises(P.ParamsError, match=r"studies\.seed\.experiments\.typo_exp\.epochs: -3"):
+        P.validate(p)
+
+
+def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("lr: [0.1\nepochs: 3\n")
+    with pytest.raises(P.ParamsError, match=r"params.yaml: not valid YAML: .*line"):
+        P.load(f)
+
+
+def test_undefined_study_alias_explains_the_anchor(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("<<: *demo", "<<: *nosuchstudy")
+    f = tmp_path / "params.yaml"
+    f.write_text(text)
+    with pytest.raises(P.ParamsError, match=r"anchor under studies:"):
+        P.load(f)
+
+
+def test_the_merged_study_is_what_runs(good):
+    assert good["experiments"] == good["studies"]["demo"]["experiments"]
+    assert good["datasets"] == good["studies"]["demo"]["datasets"]
+
+
+def test_experiment_config_merges_defaults_with_overrides(good):
+    p = broken(good, lambda p: p.update(lr=0.123, epochs=7))
+    name, exp = next((n, e) for n, e in p["experiments"].items() if "lr" not in e)
+    own = next(n for n, e in p["experiments"].items() if "lr" in e)
+    cfg = P.experiment_config(p, name)
+    assert cfg["lr"] == 0.123 and cfg["epochs"] == 7 and cfg["name"] == name
+    assert cfg["model"] == exp["model"] and cfg["dataset"] == exp["dataset"]
+    assert P.experiment_config(p, own)["lr"] == p["experiments"][own]["lr"]
+    assert set(P.training_keys()) <= set(cfg)
+
+
+def test_report_only_keys_do_not_reach_the_training_config(good):
+    p = broken(good, lambda p: first_experiment(p).update(reported=12.5, description="x"))
+    name = next(iter(p["experiments"]))
+    cfg = P.experiment_config(p, name)
+    assert "reported" not in cfg and "description" not in cfg
+    assert cfg == P.experiment_config(good, name)
+
+
+def test_the_schema_file_is_what_snakemake_validates_against(good):
+    from snakemake.utils import validate
+    validate(copy.deepcopy(good), str(P.SCHEMA_PATH))          # the good file passes
+    with pytest.raises(Exception, match="lrr"):
+        validate(broken(good, lambda p: p.update(lrr=1)), str(P.SCHEMA_PATH))
