@@ -1,15 +1,22 @@
-"""Stage download: fetch one data set's raw archive(s) into its raw directory.
+"""Stage download: fetch one data set's raw files into its raw directory, verified.
 
-    python -m pipeline.download --params params.yaml --dataset digits --out data/raw/digits
+    python -m pipeline.download --params params.yaml --dataset cifar10 --out data/raw/cifar10
+
+Published archives are looked up in the downloads directory (source.archive_dir, else
+$PIPELINE_DOWNLOADS, else data/downloads/) and used offline once their md5 passes; only a missing
+one is downloaded. The raw directory holds what was extracted from them and is rebuilt whole, so
+an archive a user dropped into it is first moved to the downloads directory, never deleted.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from pipeline import params as params_mod
 from pipeline import sources, stage
+from pipeline.sources import archives
 
 log = logging.getLogger("pipeline.download")
 
@@ -22,6 +29,21 @@ def download(source_cfg: dict, out: Path) -> None:
     log.info("raw files in %s: %s", out, ", ".join(sorted(p.name for p in out.iterdir())))
 
 
+def rescue_archive(source_cfg: dict, out: Path) -> None:
+    """Move a published archive found in the raw folder to the downloads directory, where it is kept."""
+    archive = sources.archive(source_cfg)
+    if archive is None or not (out / archive.filename).is_file():
+        return
+    dest = archives.downloads_dir(source_cfg) / archive.filename
+    if dest.exists():
+        raise stage.PipelineError(
+            f"{archive.filename} is both in {out} and in {dest.parent}; the raw folder is rebuilt by this "
+            f"stage, so move your copy out of {out} (keep one)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out / archive.filename, dest)
+    log.info("moved %s to %s (the raw folder is rebuilt from it)", out / archive.filename, dest)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", required=True, type=Path)
@@ -31,7 +53,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
     source = params_mod.dataset_config(params_mod.load(args.params), args.dataset)["source"]
-    stage.run_stage("download", source, [], [args.out], lambda: download(source, args.out))
+    rescue_archive(source, args.out)
+    # a user's own folder or archive has no published md5 to pin it: its content is an input
+    inputs = [sources.folder.local_path(source)] if source["kind"] == "folder" else []
+    stage.run_stage("download", source, inputs, [args.out], lambda: download(source, args.out))
 
 
 if __name__ == "__main__":

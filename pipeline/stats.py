@@ -17,17 +17,18 @@ from tqdm import tqdm
 from pipeline import stage
 
 log = logging.getLogger("pipeline.stats")
-CHUNK = 4096
+CHUNK_VALUES = 1 << 22   # pixel values per step (32 MB as float64), whatever the image size
 
 
 def channel_stats(images: np.ndarray) -> dict:
     """images: (N, H, W, C) uint8. Returns mean and (population) std per channel in [0, 1] units."""
     n, c = images.shape[0], images.shape[-1]
+    step = max(1, CHUNK_VALUES // int(np.prod(images.shape[1:])))
     total, total_sq = np.zeros(c), np.zeros(c)
-    for start in tqdm(range(0, n, CHUNK), desc="stats", unit="chunk"):
-        x = images[start:start + CHUNK].reshape(-1, c).astype(np.float64) / 255.0
+    for start in tqdm(range(0, n, step), desc="stats", unit="chunk", mininterval=2):
+        x = images[start:start + step].reshape(-1, c).astype(np.float64) / 255.0   # (pixels, C)
         total += x.sum(axis=0)
-        total_sq += np.square(x).sum(axis=0)
+        total_sq += np.einsum("pc,pc->c", x, x)    # sum of squares without a squared copy
     count = n * images.shape[1] * images.shape[2]
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))

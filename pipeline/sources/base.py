@@ -1,0 +1,134 @@
+"""What every source returns: class names and lazily loaded splits, plus the two image loaders.
+
+A loader is called with positions into its split and returns (images, bad):
+    images  (B', H, W, C) uint8, the decodable images among the positions, in order
+    bad     [(position, "file: why")] for those that could not be decoded (B' = B - len(bad))
+Loaders are plain picklable objects so prepare can run them in worker processes.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+Loaded = tuple[np.ndarray, list[tuple[int, str]]]
+
+
+@dataclass
+class Items:
+    """One official split: labels up front, pixels loaded on demand in batches."""
+    labels: np.ndarray                              # (N,) int64
+    load: Callable[[np.ndarray], Loaded]            # positions (B,) -> (images, bad)
+    image_shape: tuple[int, int, int]               # (H, W, C) of every loaded image
+    parallel: bool = False                          # decoding files: worth worker processes
+    extra_labels: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. CIFAR-100 "coarse"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Raw:
+    classes: list[str]
+    train: Items
+    test: Optional[Items]      # None: the source has no official test split; prepare carves one
+    meta: dict = field(default_factory=dict)        # extra facts for meta.json (class ids, ...)
+
+
+def fit(img, size: Optional[int], channels: int):
+    """PIL image -> uint8 (H, W, C): RGB or grayscale, short side to `size`, centre-cropped square.
+
+    Square sources (CIFAR, Tiny ImageNet) are thus plainly resized; photos (CUB) keep their
+    centre, like torchvision's Resize(size) + CenterCrop(size).
+    """
+    from PIL import Image, ImageOps
+    if size is not None and img.format == "JPEG" and min(img.size) >= 2 * size:
+        img.draft("RGB" if channels == 3 else "L", (size, size))   # decode at 1/2..1/8 scale: faster
+    img = img.convert("RGB" if channels == 3 else "L")            # grayscale/RGBA/palette -> RGB or L
+    if size is not None and img.size != (size, size):
+        img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.uint8).reshape(img.size[1], img.size[0], channels)
+
+
+@dataclass
+class ArrayLoader:
+    """Loads batches from an in-memory (N, H, W, C) uint8 array, resizing only if asked to."""
+    images: np.ndarray
+    size: Optional[int] = None
+    channels: Optional[int] = None
+
+    def __call__(self, idx: np.ndarray) -> Loaded:
+        batch = self.images[idx]
+        h, w, c = batch.shape[1:]
+        resize = self.size is not None and (h, w) != (self.size, self.size)
+        if not resize and self.channels in (None, c):
+            return batch, []
+        from PIL import Image
+        mode = "RGB" if c == 3 else "L"
+        return np.stack([fit(Image.fromarray(x.squeeze(-1) if c == 1 else x, mode),
+                             self.size, self.channels or c) for x in batch]), []
+
+
+@dataclass
+class FileLoader:
+    """Decodes image files (any format Pillow reads) to (size, size, channels) uint8.
+
+    The files are plain paths, or members of an uncompressed .tar (read at their byte offsets)
+    or of a .zip, named by `archive`; either way any worker can read any image directly.
+    """
+    paths: list[str]                       # file paths, or member names inside `archive`
+    size: int
+    channels: int
+    archive: Optional[Path] = None         # .tar or .zip holding the members
+    offsets: Optional[np.ndarray] = None   # .tar: (N, 2) data offset and size of each member
+    _handle: object = field(default=None, repr=False, compare=False)
+    _pid: int = field(default=0, repr=False, compare=False)
+
+    def _read(self, i: int) -> bytes:
+        if self.archive is None:
+            return Path(self.paths[i]).read_bytes()
+        if self._pid != os.getpid():       # a forked worker must not share the parent's file offset
+            import zipfile
+            self._handle = (open(self.archive, "rb") if self.offsets is not None
+                            else zipfile.ZipFile(self.archive))
+            self._pid = os.getpid()
+        if self.offsets is None:
+            return self._handle.read(self.paths[i])
+        offset, size = self.offsets[i]
+        self._handle.seek(offset)
+        return self._handle.read(size)
+
+    def __getstate__(self) -> dict:   # spawn/forkserver workers: send no open file handle
+        return {**self.__dict__, "_handle": None, "_pid": 0}
+
+    def __call__(self, idx: np.ndarray) -> Loaded:
+        from PIL import Image
+        images, bad = [], []
+        for i in idx:
+            try:
+                with Image.open(io.BytesIO(self._read(i))) as img:
+                    images.append(fit(img, self.size, self.channels))
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                where = f"{self.archive}:{self.paths[i]}" if self.archive else self.paths[i]
+                bad.append((int(i), f"{where}: {e}"))
+        empty = np.empty((0, self.size, self.size, self.channels), np.uint8)
+        return (np.stack(images) if images else empty), bad
+
+
+def image_items(paths: list, labels: list[int], size: int, channels: int, **where) -> Items:
+    """Items over image files, or over members of an archive (where = archive=..., offsets=...)."""
+    return Items(np.asarray(labels, dtype=np.int64), FileLoader([str(p) for p in paths], size, channels, **where),
+                 (size, size, channels), parallel=True)
+
+
+def array_items(images: np.ndarray, labels: np.ndarray, cfg: dict, **extra) -> Items:
+    """Items over an in-memory array; the data set's image_size/channels params resize it."""
+    h, w, c = images.shape[1:]
+    size, channels = cfg.get("image_size"), cfg.get("channels", c)
+    shape = (size, size, channels) if size else (h, w, channels)
+    return Items(np.asarray(labels, dtype=np.int64), ArrayLoader(images, size, channels), shape,
+                 extra_labels=extra)

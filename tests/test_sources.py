@@ -1,0 +1,339 @@
+"""Each source's real download-from-local-archive, extract, prepare and split code, on miniature
+archives in the official layouts; and every bad input refused with a clear error."""
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import tarfile
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+import yaml
+
+import miniatures as mini
+from pipeline import download, prepare, params
+from pipeline.sources import archives, cifar
+from pipeline.stage import PipelineError
+
+
+def dataset(source: dict, **options) -> dict:
+    """A data set entry, checked against the schema's $defs/dataset like params.yaml would be."""
+    cfg = {"source": source, "val_fraction": 0.2, "split_seed": 0, **options}
+    schema = params.load_schema()
+    jsonschema.validate(cfg, {"$defs": schema["$defs"], "$ref": "#/$defs/dataset"})
+    return cfg
+
+
+def fetch_and_prepare(cfg: dict, tmp: Path, workers: int = 2) -> tuple[Path, dict]:
+    download.download(cfg["source"], tmp / "raw")
+    meta = prepare.prepare(cfg, tmp / "raw", tmp / "prepared", workers=workers)
+    assert meta == json.loads((tmp / "prepared" / "meta.json").read_text())
+    return tmp / "prepared", meta
+
+
+def load(prepared: Path, split: str, name: str = "labels") -> np.ndarray:
+    return np.load(prepared / f"{split}_{name}.npy")
+
+
+def class_of(images: np.ndarray, n_classes: int) -> np.ndarray:
+    """The class each image's centre colour encodes (nearest palette colour)."""
+    h, w = images.shape[1:3]
+    centre = images[:, h // 2, w // 2, :3].astype(int)                        # (N, 3)
+    palette = np.array([mini.colour(c) for c in range(n_classes)])            # (K, 3)
+    return np.abs(centre[:, None, :] - palette[None]).sum(-1).argmin(1)
+
+
+def test_published_archives_are_torchvisions():
+    from torchvision.datasets import CIFAR10, CIFAR100
+    for kind, tv in (("cifar10", CIFAR10), ("cifar100", CIFAR100)):
+        a = cifar.ARCHIVES[kind]
+        assert (a.url, a.filename, a.md5) == (tv.url, tv.filename, tv.tgz_md5)
+
+
+def test_cifar10_miniature(tmp_path):
+    archive = mini.cifar10(tmp_path)   # 10 classes x 6 train, x 2 test
+    cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert meta["classes"] == [f"class{c}" for c in range(10)]
+    assert meta["counts"] == {"train": 48, "val": 12, "test": 20}
+    assert meta["image_size"] == [32, 32] and meta["channels"] == 3
+    for split in ("train", "val", "test"):
+        images, labels = load(prepared, split, "images"), load(prepared, split)
+        assert images.shape == (meta["counts"][split], 32, 32, 3) and images.dtype == np.uint8
+        assert (class_of(images, 10) == labels).all()                  # pixels and labels travelled together
+    assert sorted(np.bincount(load(prepared, "val"), minlength=10)) == [1] * 8 + [2] * 2   # stratified
+    assert np.bincount(load(prepared, "test")).tolist() == [2] * 10                   # official test kept
+    # train + val are exactly the 60 official training images (pixel (0,0) R tells them apart per batch)
+    assert len(load(prepared, "train")) + len(load(prepared, "val")) == 60
+
+
+def test_cifar100_keeps_coarse_labels(tmp_path):
+    archive = mini.cifar100(tmp_path)  # 100 classes x 5 train, x 1 test
+    cfg = dataset({"kind": "cifar100", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert meta["classes"] == [f"fine{c}" for c in range(100)]
+    assert meta["coarse_classes"] == [f"coarse{c}" for c in range(20)]
+    assert meta["counts"] == {"train": 400, "val": 100, "test": 100}
+    assert np.bincount(load(prepared, "val"), minlength=100).tolist() == [1] * 100      # stratified
+    for split in ("train", "val", "test"):
+        fine, coarse = load(prepared, split), load(prepared, split, "coarse_labels")
+        assert (coarse == fine // 5).all() and (class_of(load(prepared, split, "images"), 100) == fine).all()
+
+
+def test_cifar_pickles_are_checked_before_unpickling(tmp_path):
+    archive = mini.cifar10(tmp_path)
+    cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    download.download(cfg["source"], tmp_path / "raw")
+    marker = tmp_path / "pwned"
+
+    class Evil:   # unpickling this would create `marker`
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+    (tmp_path / "raw/cifar-10-batches-py/data_batch_3").write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(PipelineError, match="checksums"):
+        prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
+    assert not marker.exists() and not (tmp_path / "prepared").exists()
+
+
+def test_tiny_imagenet_miniature(tmp_path):
+    archive = mini.tiny_imagenet(tmp_path)   # 3 classes x 4 train; val/ 2 per class is our test
+    cfg = dataset({"kind": "tiny_imagenet", "archive_dir": str(tmp_path), "md5": mini.md5(archive)},
+                  image_size=16, val_fraction=0.25)
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["archive.json"]      # zip read in place
+    assert meta["class_ids"] == mini.TINY_WNIDS                                  # sorted wnids
+    assert meta["classes"] == [mini.TINY_WORDS[w] for w in mini.TINY_WNIDS]      # names from words.txt
+    assert meta["counts"] == {"train": 9, "val": 3, "test": 6}
+    assert load(prepared, "test").tolist() == [0, 1, 2, 0, 1, 2]                 # val_annotations.txt order
+    for split in ("train", "val", "test"):
+        images = load(prepared, split, "images")
+        assert images.shape[1:] == (16, 16, 3)
+        assert (class_of(images, 3) == load(prepared, split)).all()
+
+
+def test_cub200_miniature_with_train_per_class(tmp_path):
+    archive = mini.cub200(tmp_path)   # 3 species x 10 train, x 2 test; 48x32 photos
+    cfg = dataset({"kind": "cub200", "archive_dir": str(tmp_path), "md5": mini.md5(archive)},
+                  image_size=16, train_per_class=5, val_fraction=0.2)
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["images.tar"]        # one file, not 36
+    assert meta["classes"] == ["Black footed Albatross", "Laysan Albatross", "Sooty Albatross"]
+    assert meta["counts"] == {"train": 15, "val": 6, "test": 6}
+    assert np.bincount(load(prepared, "train")).tolist() == [5, 5, 5]
+    assert np.bincount(load(prepared, "val")).tolist() == [2, 2, 2]
+    for split in ("train", "val", "test"):
+        images = load(prepared, split, "images")
+        assert images.shape[1:] == (16, 16, 3)
+        # short side to 16, centre-cropped: the black side bars are cut off entirely
+        assert images[:, :, [0, -1]].astype(int).sum(-1).min() > 30
+        assert (class_of(images, 3) == load(prepared, split)).all()
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_image_folder_directory_of_mixed_formats(tmp_path, channels):
+    classes = {"cat": 6, "dog": 6, "emu": 6}
+    folder = mini.image_folder(tmp_path / "photos", classes)    # class folders only: test is carved
+    cfg = dataset({"kind": "folder", "path": str(folder)}, image_size=8, channels=channels,
+                  test_fraction=1 / 3, val_fraction=0.25)
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert meta["classes"] == ["cat", "dog", "emu"] and meta["channels"] == channels
+    assert meta["counts"] == {"train": 9, "val": 3, "test": 6}
+    for split in ("train", "val", "test"):
+        images, labels = load(prepared, split, "images"), load(prepared, split)
+        assert images.shape[1:] == (8, 8, channels)
+        assert np.bincount(labels).tolist() == [meta["counts"][split] // 3] * 3
+        if channels == 3:   # RGBA, grayscale, palette and BMP all converted to RGB
+            grey = [i for i in range(len(images)) if (images[i, 4, 4].max() - images[i, 4, 4].min()) < 3]
+            colour = [i for i in range(len(images)) if i not in grey]
+            assert (class_of(images[colour], 3) == labels[colour]).all() and colour
+
+
+@pytest.mark.parametrize("arcname", ["mine", "."])    # wrapped in mine/, or ./train/... (tar -C src .)
+def test_image_folder_archive_with_train_and_test(tmp_path, arcname):
+    folder = mini.image_folder(tmp_path / "src", {"a": 4, "b": 4}, split_dirs=True)
+    archive = mini.tar_of_folder(folder, tmp_path / "mine.tar.gz", arcname=arcname)
+    cfg = dataset({"kind": "folder", "path": str(archive), "md5": mini.md5(archive)},
+                  image_size=10, val_fraction=0.25)
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert meta["classes"] == ["a", "b"]
+    assert meta["counts"] == {"train": 6, "val": 2, "test": 2}     # test/ has 1 image per class
+
+
+def test_image_folder_zip_is_read_in_place_and_pinned(tmp_path):
+    members = {f"set/{split}/{c}/{i}.png": mini.image_bytes(k, fmt="PNG")
+               for split, n in (("train", 5), ("test", 2)) for k, c in enumerate(["x", "y"]) for i in range(n)}
+    members["__MACOSX/set/train/x/._0.png"] = b"mac metadata"             # not an image, not a class
+    archive = mini.write_zip(tmp_path / "set.zip", members)
+    cfg = dataset({"kind": "folder", "path": str(archive)}, image_size=4, val_fraction=0.2)
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert meta["classes"] == ["x", "y"] and meta["counts"] == {"train": 8, "val": 2, "test": 4}
+    assert (class_of(load(prepared, "test", "images"), 2) == load(prepared, "test")).all()
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["folder.json"]   # nothing copied
+    mini.write_zip(archive, {**members, "set/train/x/extra.png": mini.image_bytes(0, fmt="PNG")})
+    with pytest.raises(PipelineError, match="changed since the download stage"):
+        prepare.prepare(cfg, tmp_path / "raw", tmp_path / "again")
+
+
+# ---- bad input ----
+
+def test_wrong_checksum_is_an_error_naming_the_override(tmp_path):
+    mini.cifar10(tmp_path)   # not the published bytes
+    cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path)})
+    with pytest.raises(PipelineError, match=r"wrong checksum.*expected c58f30108f718f92721af3b95e74349a"
+                                            r".*source\.md5: [0-9a-f]{32}"):
+        download.download(cfg["source"], tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_missing_archive_and_no_network_says_where_to_put_it(tmp_path):
+    url = "http://127.0.0.1:9/cifar-10-python.tar.gz"   # nothing listens on the discard port
+    cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path / "dl"), "url": url})
+    with pytest.raises(PipelineError) as e:
+        download.download(cfg["source"], tmp_path / "raw")
+    msg = str(e.value)
+    for part in (url, "cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
+                 str((tmp_path / "dl" / "cifar-10-python.tar.gz").resolve()), "PIPELINE_DOWNLOADS"):
+        assert part in msg
+    assert list((tmp_path / "dl").iterdir()) == [] and not (tmp_path / "raw").exists()
+
+
+def test_downloads_dir_from_environment(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    archive = mini.cifar10(tmp_path / "elsewhere")
+    monkeypatch.setenv("PIPELINE_DOWNLOADS", str(tmp_path / "elsewhere"))
+    download.download({"kind": "cifar10", "md5": mini.md5(archive)}, tmp_path / "raw")
+    assert (tmp_path / "raw/cifar-10-batches-py/test_batch").is_file()
+
+
+def test_archive_left_in_raw_folder_is_moved_not_deleted(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/raw/c10").mkdir(parents=True)
+    archive = mini.cifar10(tmp_path / "data/raw/c10")
+    digest = mini.md5(archive)
+    source = {"kind": "cifar10", "md5": digest}
+    download.rescue_archive(source, Path("data/raw/c10"))
+    kept = tmp_path / "data/downloads/cifar-10-python.tar.gz"
+    assert kept.is_file() and mini.md5(kept) == digest and not archive.exists()
+    download.download(source, Path("data/raw/c10"))                 # now rebuilt from the kept copy
+    assert kept.is_file() and (tmp_path / "data/raw/c10/cifar-10-batches-py").is_dir()
+
+
+def test_truncated_archive_is_refused(tmp_path):
+    folder = mini.image_folder(tmp_path / "src", {"a": 3, "b": 3})
+    archive = mini.tar_of_folder(folder, tmp_path / "x.tar.gz", "x")
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(PipelineError, match="corrupt or truncated archive"):
+        download.download({"kind": "folder", "path": str(archive)}, tmp_path / "raw")
+    zipped = mini.write_zip(tmp_path / "x.zip", {"a/1.png": mini.image_bytes(0, fmt="PNG")})
+    zipped.write_bytes(zipped.read_bytes()[:-30])
+    with pytest.raises(PipelineError, match="corrupt or truncated archive"):
+        download.download({"kind": "folder", "path": str(zipped)}, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def _tar_with(path: Path, info: tarfile.TarInfo, data: bytes = b"x") -> Path:
+    with tarfile.open(path, "w") as tar:
+        ok = tarfile.TarInfo("a/ok.png")
+        ok.size = 1
+        tar.addfile(ok, io.BytesIO(b"x"))
+        info.size = len(data) if info.isfile() else 0
+        tar.addfile(info, io.BytesIO(data) if info.isfile() else None)
+    return path
+
+
+@pytest.mark.parametrize("name,linkname,kind", [
+    ("../escape.png", "", tarfile.REGTYPE),
+    ("/tmp/absolute-escape.png", "", tarfile.REGTYPE),
+    ("a/link", "/etc/passwd", tarfile.SYMTYPE),
+    ("a/hard", "../../outside", tarfile.LNKTYPE),
+])
+def test_unsafe_tar_members_are_refused(tmp_path, name, linkname, kind):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, linkname
+    archive = _tar_with(tmp_path / "evil.tar", info)
+    with pytest.raises(PipelineError, match="unsafe archive"):
+        download.download({"kind": "folder", "path": str(archive)}, tmp_path / "sub" / "raw")
+    assert not (tmp_path / "escape.png").exists() and not (tmp_path / "sub" / "raw").exists()
+    assert list((tmp_path / "sub").iterdir()) == []                  # no half-extracted temp dir left
+
+
+@pytest.mark.parametrize("name", ["../escape.png", "/abs.png", "a/../../escape.png"])
+def test_unsafe_zip_names_are_refused(tmp_path, name):
+    archive = mini.write_zip(tmp_path / "evil.zip", {"a/ok.png": b"x", name: b"x"})
+    with pytest.raises(PipelineError, match="unsafe archive"):
+        download.download({"kind": "folder", "path": str(archive)}, tmp_path / "sub" / "raw")
+    assert not (tmp_path / "escape.png").exists() and list((tmp_path / "sub").iterdir()) == []
+
+
+def _folder_cfg(path: Path, **options) -> dict:
+    return dataset({"kind": "folder", "path": str(path)}, image_size=8, test_fraction=0.25, **options)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("empty_class", r"class folder emu/ \(in .*photos\) holds no images"),
+    ("one_class", "found 1 class folder"),
+    ("missing_in_test", r"missing from test/: emu"),
+    ("no_test_dir", "has train/ but no test/"),
+])
+def test_bad_image_folders(tmp_path, case, message):
+    split = case in ("missing_in_test", "no_test_dir")
+    root = mini.image_folder(tmp_path / "photos", {"cat": 4, "dog": 4, "emu": 4}, split_dirs=split)
+    if case == "empty_class":
+        for f in (root / "emu").iterdir():
+            f.unlink()
+    elif case == "one_class":
+        for name in ("dog", "emu"):
+            for f in (root / name).iterdir():
+                f.unlink()
+            (root / name).rmdir()
+    elif case == "missing_in_test":
+        for f in (root / "test/emu").iterdir():
+            f.unlink()
+        (root / "test/emu").rmdir()
+    else:
+        for f in (root / "test").rglob("*.*"):
+            f.unlink()
+        for d in sorted((root / "test").iterdir()):
+            d.rmdir()
+        (root / "test").rmdir()
+    cfg = _folder_cfg(root)
+    download.download(cfg["source"], tmp_path / "raw")
+    with pytest.raises(PipelineError, match=message):
+        prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_unreadable_images_fail_by_name_or_are_skipped_and_counted(tmp_path):
+    root = mini.image_folder(tmp_path / "photos", {"cat": 8, "dog": 8})
+    (root / "cat" / "broken.jpg").write_bytes(mini.image_bytes(0)[:40])        # truncated JPEG
+    (root / "dog" / "notes.txt").write_text("not an image")
+    cfg = _folder_cfg(root)
+    download.download(cfg["source"], tmp_path / "raw")
+    with pytest.raises(PipelineError, match=r"unreadable image file.*(broken\.jpg|notes\.txt).*skip_unreadable"):
+        prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temp output left
+
+    meta = prepare.prepare(_folder_cfg(root, skip_unreadable=True), tmp_path / "raw", tmp_path / "prepared")
+    skipped = [why for whys in meta["skipped"].values() for why in whys]
+    assert len(skipped) == 2 and any("broken.jpg" in s for s in skipped) and any("notes.txt" in s for s in skipped)
+    assert sum(meta["counts"].values()) == 16
+    for split, n in meta["counts"].items():
+        assert load(tmp_path / "prepared", split, "images").shape == (n, 8, 8, 3)
+        assert len(load(tmp_path / "prepared", split)) == n
+
+
+def test_cli_error_is_one_line_and_leaves_nothing(project):
+    from conftest import run
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["datasets"]["mine"] = {"source": {"kind": "folder", "path": "no/such/folder"}, "image_size": 8,
+                             "val_fraction": 0.2, "split_seed": 0}
+    (project / "params.yaml").write_text(yaml.safe_dump(p))
+    r = run(["python", "-m", "pipeline.download", "--params", "params.yaml", "--dataset", "mine",
+             "--out", "data/raw/mine"], project, check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: source.path 'no/such/folder'")
+    assert not (project / "data/raw/mine").exists()
