@@ -1,4 +1,8 @@
-"""The torch side of train and evaluate: device choice, seeding, the loops, checkpoints."""
+"""The torch side of train and evaluate: device choice, seeding, the loops, checkpoints.
+
+Recipes (optimizer, schedule, loss, early stopping) live in recipes.py, augmentation in
+augment.py, layer tables in layers.py; this module wires them into one seeded training run.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +11,7 @@ import platform
 import random
 import sys
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +19,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import data, models
+from pipeline import augment, data, layers, models, recipes
+from pipeline.stage import PipelineError
 
 log = logging.getLogger("pipeline.engine")
 
@@ -37,26 +43,74 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def versions() -> dict:
-    import torchvision
+    from importlib.metadata import version  # not `import torchvision`: that costs ~2 s per stage
     return {"python": sys.version.split()[0], "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": np.__version__,
+            "torchvision": version("torchvision"), "numpy": np.__version__,
             "cuda": torch.version.cuda, "platform": platform.platform(),
             "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
-def build_model(config: dict, meta: dict, stats: dict) -> nn.Module:
-    """Normalisation (from the training split's stats) followed by the registered model."""
-    net = models.build(config["model"], meta["channels"], meta["image_size"], len(meta["classes"]))
-    return nn.Sequential(data.Normalize(stats["mean"], stats["std"]), net)
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def make_optimizer(config: dict, params) -> torch.optim.Optimizer:
-    lr, wd, momentum = config["lr"], config["weight_decay"], config["momentum"]
-    if config["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd)
-    if config["optimizer"] == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=wd)
+def input_size(config: dict, meta: dict) -> tuple[int, int]:
+    """The size the model sees: `input_size` when the recipe resizes, else the data set's own."""
+    s = config.get("input_size")
+    return (s, s) if s else tuple(meta["image_size"])
+
+
+def normalisation(config: dict, meta: dict, stats: dict) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std): the training split's, ImageNet's (what pretrained weights expect), or 0.5."""
+    how, c = config.get("normalize", "dataset"), meta["channels"]
+    if how == "imagenet":
+        if c != 3:
+            raise PipelineError(f"normalize: imagenet needs 3-channel images, {config['dataset']} has {c}; "
+                                f"use normalize: dataset")
+        return IMAGENET_MEAN, IMAGENET_STD
+    if how == "half":
+        return [0.5] * c, [0.5] * c
+    return stats["mean"], stats["std"]
+
+
+def build_model(config: dict, meta: dict, stats: dict, **extra) -> nn.Module:
+    """uint8 (B, C, H, W) -> normalise -> resize to the input size -> the registered model -> logits."""
+    size = input_size(config, meta)
+    try:
+        net = models.build(config["model"], meta["channels"], size, len(meta["classes"]), **extra)
+    except ValueError as e:
+        raise PipelineError(f"experiment {config['name']}: model: {e}; set input_size (e.g. input_size: 32) "
+                            f"to resize the images, or use fewer pooling layers") from None
+    mean, std = normalisation(config, meta, stats)
+    resize = augment.Resize(size[0]) if config.get("input_size") else nn.Identity()
+    return nn.Sequential(OrderedDict(normalize=data.Normalize(mean, std), resize=resize, net=net))
+
+
+def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) -> Path | None:
+    """Load another experiment's weights into everything but the head; freeze for `finetune: last_layer`.
+
+    Returns the parent checkpoint's path, if any (a train input). ImageNet weights are loaded by
+    the builder (see build_model's `weights`).
+    """
+    from pipeline.train import parent_checkpoint
+    head = models.head_name(model.net)
+    path = parent_checkpoint(config, experiments)
+    if path is not None:
+        parent = config["pretrained"]
+        theirs = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        own = model.net.state_dict()
+        body = [k for k in own if not k.startswith(head + ".")]
+        for k in body:
+            if f"net.{k}" not in theirs or theirs[f"net.{k}"].shape != own[k].shape:
+                raise PipelineError(
+                    f"pretrained: {parent}: its model does not match this experiment's model at layer {k!r}; "
+                    f"fine-tuning needs the same model and input channels, with only the classes free to differ")
+            own[k] = theirs[f"net.{k}"]
+        model.net.load_state_dict(own)
+        log.info("initialised %d tensors from %s; new head %s", len(body), path, head)
+    if config.get("finetune", "all") == "last_layer":
+        for name, p in model.net.named_parameters():
+            p.requires_grad_(name.startswith(head + "."))
+    return path
 
 
 @torch.no_grad()
@@ -66,12 +120,15 @@ def predict(model: nn.Module, split: data.Split, batch_size: int) -> torch.Tenso
     return torch.cat([model(x).float().cpu() for x, _ in data.batches(split, batch_size)])
 
 
-def run_epoch(model, split, loss_fn, optimizer, batch_size, generator, desc) -> tuple[float, float]:
-    """One pass of training. Returns (mean loss, accuracy) over the epoch's samples."""
-    model.train()
+def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator, desc) -> tuple[float, float]:
+    """One pass of training with per-sample augmentation. Returns (mean loss, accuracy)."""
+    batch_size = config["batch_size"]
+    # A frozen body stays in eval mode: a fixed feature extractor keeps its BatchNorm statistics.
+    model.train(config.get("finetune", "all") == "all")
     total_loss, correct = 0.0, 0
     for x, y in tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
                      total=-(-len(split) // batch_size)):
+        x = augment.apply(config.get("augment", []), x, aug_generator)
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = loss_fn(logits, y)
@@ -83,39 +140,59 @@ def run_epoch(model, split, loss_fn, optimizer, batch_size, generator, desc) -> 
 
 
 def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out: Path,
-        metrics_out: Path) -> dict:
-    """Train one experiment, keeping the best-val checkpoint; write history and metrics."""
+        metrics_out: Path, layers_out: Path | None = None, experiments: Path | None = None) -> dict:
+    """Train one experiment, keeping the best-val checkpoint; write history, metrics, layer table."""
     from pipeline.stage import atomic_path
     generator = seed_everything(config["seed"])
+    aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     device = pick_device(config["device"])
     meta = data.load_meta(prepared)
     train, val = (data.load_split(prepared, s, device) for s in ("train", "val"))
-    model = build_model(config, meta, stats).to(device)
-    optimizer = make_optimizer(config, model.parameters())
-    loss_fn = nn.CrossEntropyLoss()
+    weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
+    model = build_model(config, meta, stats, **weights)
+    init_pretrained(model, config, experiments)
+    model = model.to(device)
+    if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
+        raise PipelineError(f"experiment {config['name']}: nesterov: true needs momentum > 0")
+    optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    schedule = recipes.Schedule(config.get("scheduler", {"name": "none"}), optimizer, config["epochs"])
+    stopper = recipes.EarlyStopping(config.get("early_stopping", 0))
+    loss_fn = recipes.make_loss(config)
     history, best, start = [], None, time.perf_counter()
     for epoch in range(1, config["epochs"] + 1):
-        train_loss, train_acc = run_epoch(model, train, loss_fn, optimizer, config["batch_size"],
-                                          generator, f"{config['name']} epoch {epoch}")
+        lr = schedule.lr
+        train_loss, train_acc = run_epoch(model, train, loss_fn, optimizer, config, generator,
+                                          aug_generator, f"{config['name']} epoch {epoch}")
         logits = predict(model, val, config["batch_size"])
         val_loss = loss_fn(logits, val.labels.cpu()).item()
         val_acc = (logits.argmax(1) == val.labels.cpu()).float().mean().item()
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                        "val_loss": val_loss, "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"]})
-        log.info("epoch %d/%d train loss %.4f acc %.4f | val loss %.4f acc %.4f", epoch,
-                 config["epochs"], train_loss, train_acc, val_loss, val_acc)
-        if best is None or val_acc > best["val_acc"]:
+                        "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
+        log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %.4f acc %.4f", epoch,
+                 config["epochs"], lr, train_loss, train_acc, val_loss, val_acc)
+        if best is None or val_acc > best["val_acc"]:   # chosen on val, never on test
             best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        schedule.step(val_acc)
+        if stopper.update(val_acc):
+            log.info("early stopping: no better val accuracy for %d epochs", stopper.patience)
+            break
+    size = input_size(config, meta)
+    table = layers.layer_table(model.net.cpu(), meta["channels"], size) if layers_out else None
     metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "best_val_loss": best["val_loss"],
-               "epochs_run": len(history), "train_time_s": round(time.perf_counter() - start, 3),
-               "params": sum(p.numel() for p in model.parameters()), "device": str(device),
-               "config": config, "versions": versions()}
+               "epochs_run": len(history), "stopped_early": len(history) < config["epochs"],
+               "train_time_s": round(time.perf_counter() - start, 3),
+               "params": sum(p.numel() for p in model.parameters()),
+               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+               "input_size": list(size), "device": str(device), "config": config, "versions": versions()}
     with atomic_path(model_out) as tmp:
         torch.save({"state_dict": best_state, "config": config, "meta": meta, "stats": stats,
                     "epoch": best["epoch"]}, tmp)
     with atomic_path(history_out) as tmp:
         tmp.write_text(_csv(history))
+    if layers_out:
+        with atomic_path(layers_out) as tmp:
+            table.to_csv(tmp, index=False)
     with atomic_path(metrics_out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
     return metrics

@@ -1,13 +1,16 @@
 """Stage train: train one experiment and keep its best-on-val checkpoint.
 
-    python -m pipeline.train --config results/digits_mlp/config.json \
+    python -m pipeline.train --config results/experiments/digits_mlp/config.json \
         --prepared data/prepared/digits --stats data/stats/digits.json \
-        --model results/digits_mlp/model.pt --history results/digits_mlp/history.csv \
-        --metrics results/digits_mlp/train.json
+        --model results/experiments/digits_mlp/model.pt --history results/experiments/digits_mlp/history.csv \
+        --metrics results/experiments/digits_mlp/train.json --layers results/experiments/digits_mlp/layers.csv \
+        --experiments results/experiments
 
 history.csv has one row per epoch (train/val loss and accuracy, lr) and is what `dvc plots`
 draws; train.json (best val accuracy, epochs, train time, resolved config, library versions)
-is what `dvc exp show` lists.
+is what `dvc exp show` lists; layers.csv is the model's layer table (see pipeline/layers.py).
+--experiments is the folder holding other experiments' checkpoints, read only when the config's
+`pretrained:` names one (<experiments>/<name>/model.pt).
 """
 from __future__ import annotations
 
@@ -18,23 +21,43 @@ from pathlib import Path
 from pipeline import stage
 
 
-def train(config: dict, prepared: Path, stats_path: Path, model: Path, history: Path, metrics: Path) -> dict:
+def parent_checkpoint(config: dict, experiments: Path | None) -> Path | None:
+    """The checkpoint `pretrained:` names, when it names another experiment (a train input)."""
+    name = config.get("pretrained")
+    if not name or name == "imagenet":
+        return None
+    if experiments is None:
+        raise stage.PipelineError(f"pretrained: {name}: pass --experiments (the results/experiments folder)")
+    path = experiments / name / "model.pt"
+    if not path.exists():
+        raise stage.PipelineError(f"pretrained: {name}: no checkpoint at {path}; train experiment {name} "
+                                  f"first (snakemake does this itself; with DVC: dvc repro train@{name})")
+    return path
+
+
+def train(config: dict, prepared: Path, stats_path: Path, model: Path, history: Path, metrics: Path,
+          layers: Path | None = None, experiments: Path | None = None) -> dict:
     from pipeline import engine  # torch is imported only once there is work to do
-    return engine.fit(config, prepared, json.loads(stats_path.read_text()), model, history, metrics)
+    return engine.fit(config, prepared, json.loads(stats_path.read_text()), model, history, metrics,
+                      layers, experiments)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in ("config", "prepared", "stats", "model", "history", "metrics"):
         ap.add_argument(f"--{name}", required=True, type=Path)
+    ap.add_argument("--layers", type=Path, help="layer table to write (CSV)")
+    ap.add_argument("--experiments", type=Path, help="folder of other experiments' checkpoints")
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
     config = json.loads(args.config.read_text())
-    inputs = [args.config, args.prepared, args.stats]
-    outputs = [args.model, args.history, args.metrics]
+    parent = parent_checkpoint(config, args.experiments)
+    inputs = [args.config, args.prepared, args.stats] + ([parent] if parent else [])
+    outputs = [args.model, args.history, args.metrics] + ([args.layers] if args.layers else [])
     stage.run_stage("train", config, inputs, outputs,
-                    lambda: train(config, args.prepared, args.stats, *outputs))
+                    lambda: train(config, args.prepared, args.stats, args.model, args.history, args.metrics,
+                                  args.layers, args.experiments))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""Every registered model: forward + backward at its data set's input shape, seed figures, layer tables."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline import engine, layers, models, params
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = params.load(ROOT / "params.yaml")
+# (channels, image size, classes) of each data set the studies use, before any input_size resize.
+SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100),
+          "tiny_imagenet": (3, 64, 200), "cub200": (3, 256, 200), "cifar10_jpeg": (3, 32, 10)}
+
+
+def experiments() -> dict[str, dict]:
+    """Every experiment of every study, resolved (seed study first)."""
+    out = {}
+    for study in ("seed", "demo"):
+        scope = {**PARAMS, **PARAMS["studies"][study]}
+        out.update({name: params.experiment_config(scope, name) for name in scope["experiments"]})
+    return out
+
+
+EXPERIMENTS = experiments()
+
+
+def shape_of(config: dict) -> tuple[int, int, int]:
+    c, size, k = SHAPES[config["dataset"]]
+    return c, config["input_size"] or size, k
+
+
+def build(config: dict) -> nn.Module:
+    c, size, k = shape_of(config)
+    return models.build(config["model"], c, (size, size), k)
+
+
+def first_experiment(model_name: str) -> str:
+    return next(n for n, c in EXPERIMENTS.items() if c["model"]["name"] == model_name)
+
+
+@pytest.mark.parametrize("model_name", sorted(models.MODELS))
+def test_forward_backward_at_dataset_shape(model_name):
+    config = EXPERIMENTS[first_experiment(model_name)]
+    c, size, k = shape_of(config)
+    torch.manual_seed(0)
+    net = build(config)
+    x = torch.randn(2, c, size, size)
+    out = net(x)
+    assert out.shape == (2, k)
+    assert torch.isfinite(out).all()
+    out.logsumexp(1).sum().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def linears(net: nn.Module) -> list[tuple[int, int, bool]]:
+    return [(m.in_features, m.out_features, m.bias is not None) for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+def convs(net: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in net.modules())
+
+
+# What the seed reports print: fc shapes (in, out, bias) and the number of conv layers.
+SEED_FIGURES = {
+    "basenet": ([(400, 50, True), (50, 100, True)], 2),
+    "vgg16bn_small_head": ([(512, 256, True), (256, 256, True), (256, 100, True)], 13),
+    "vgg_custom_128": ([(512, 4096, True), (4096, 100, True)], 8),
+    "ablation_base": ([(2048, 1024, True), (1024, 512, True), (512, 100, True)], 3),
+    "ablation_newbase": ([(4096, 1024, True), (1024, 256, True), (256, 100, True)], 4),
+    "ablation_deep_fc_dropout": ([(4096, 1024, True), (1024, 256, True), (256, 512, True), (512, 128, True),
+                                  (128, 100, True)], 4),
+    "cifarnet_best": ([(256, 10, False)], 8),
+    "cifarnet_worst": ([(512, 512, True), (512, 500, True), (500, 500, True), (500, 100, True),
+                        (100, 100, True), (100, 100, True), (100, 10, True)], 28),
+    "tinynet": ([(4096, 200, False)], 8),
+    "tinynet_deeper": ([(512, 200, False)], 12),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(SEED_FIGURES))
+def test_seed_layer_figures(experiment):
+    net = build(EXPERIMENTS[experiment])
+    fc, n_conv = SEED_FIGURES[experiment]
+    assert linears(net) == fc
+    assert convs(net) == n_conv
+
+
+def test_seed_004_variants_change_only_what_they_name():
+    bn = build(EXPERIMENTS["ablation_bn"])
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 3
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in build(EXPERIMENTS["ablation_base"]).modules())
+    assert sum(isinstance(m, nn.ELU) for m in build(EXPERIMENTS["ablation_elu"]).modules()) == 6
+    assert sum(isinstance(m, nn.LeakyReLU) for m in build(EXPERIMENTS["ablation_leakyrelu"]).modules()) == 6
+    assert sum(isinstance(m, nn.AvgPool2d) for m in build(EXPERIMENTS["ablation_avgpool"]).modules()) == 3
+    assert sum(isinstance(m, nn.Dropout) for m in build(EXPERIMENTS["ablation_elu"]).modules()) == 2
+
+
+@pytest.mark.parametrize("experiment, params_count", [
+    ("resnet18_birds_full", 11_689_512 - 513 * 800),   # torchvision's published count, 200-class fc
+    ("resnet50_birds_full", 25_557_032 - 2049 * 800),
+])
+def test_torchvision_resnets_match_published_counts(experiment, params_count):
+    assert sum(p.numel() for p in build(EXPERIMENTS[experiment]).parameters()) == params_count
+
+
+def test_resnet_downsample_is_strided_3x3_conv_with_bn():
+    net = build(EXPERIMENTS["resnet_hw4"])
+    block = net.stages[1][0]
+    conv, bn = block.downsample
+    assert (conv.kernel_size, conv.stride) == ((3, 3), (2, 2)) and isinstance(bn, nn.BatchNorm2d)
+    assert [len(s) for s in net.stages] == [2, 4, 4, 2]
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_registry_and_schema_agree():
+    schema = params.load_schema()["$defs"]["model"]
+    assert set(schema["properties"]["name"]["enum"]) == set(models.MODELS)
+    for rule in schema["allOf"]:
+        cond = rule["if"]["properties"]["name"]
+        names = cond.get("enum", [cond.get("const")])
+        for name in names:
+            kwargs = set(inspect.signature(models.MODELS[name]).parameters) - {
+                "in_channels", "image_size", "num_classes", "weights"}
+            assert kwargs == set(rule["then"]["properties"]) - {"name"}, name
+
+
+def test_every_model_is_used_by_a_seed_or_demo_experiment_and_the_demo_has_every_family():
+    used = {c["model"]["name"] for c in EXPERIMENTS.values()}
+    assert used == set(models.MODELS)
+    family = lambda name: models.MODELS[name].__module__  # noqa: E731
+    demo = {family(e["model"]["name"]) for e in PARAMS["experiments"].values()}
+    assert demo == {family(n) for n in models.MODELS}
+    assert any(e.get("pretrained") in PARAMS["experiments"] for e in PARAMS["experiments"].values())
+
+
+@pytest.mark.parametrize("experiment", sorted(n for n, c in EXPERIMENTS.items() if c["dataset"] == "digits"))
+def test_demo_models_build_at_digits_size(experiment):
+    config = EXPERIMENTS[experiment]
+    c, size, k = shape_of(config)
+    assert build(config)(torch.zeros(2, c, size, size)).shape == (2, k)
+
+
+def test_too_small_input_is_a_pipeline_error_pointing_at_input_size():
+    config = dict(EXPERIMENTS["digits_cifarnet"], input_size=None)
+    meta = {"channels": 1, "image_size": [8, 8], "classes": list("0123456789")}
+    with pytest.raises(engine.PipelineError, match="input_size"):
+        engine.build_model(config, meta, {"mean": [0.5], "std": [0.5]})
+
+
+def test_layer_table_from_a_real_forward_pass():
+    config = EXPERIMENTS["cifarnet_best"]
+    net = build(config)
+    table = layers.layer_table(net, 3, (32, 32))
+    assert list(table.columns) == layers.COLUMNS
+    assert table["params"].sum() == sum(p.numel() for p in net.parameters())
+    first = table.iloc[0]
+    assert (first["type"], first["kernel"], first["stride"], first["output_shape"]) == ("Conv2d", "3x3", "1x1", "64x32x32")
+    pools = table[table["type"] == "MaxPool2d"]
+    assert list(pools["kernel"]) == ["2x2", "2x2", "2x2", "4x4"]
+    assert list(pools["output_shape"]) == ["128x16x16", "256x8x8", "256x4x4", "256x1x1"]
+    assert table.iloc[-1]["output_shape"] == "10" and table.iloc[-1]["params"] == 2560
+
+
+def test_layer_table_marks_frozen_layers():
+    net = models.build({"name": "lenet", "channels": [4], "fc": []}, 1, (8, 8), 10)
+    for p in net[0].parameters():
+        p.requires_grad_(False)
+    table = layers.layer_table(net, 1, (8, 8))
+    conv, fc = table[table["type"] == "Conv2d"].iloc[0], table[table["type"] == "Linear"].iloc[0]
+    assert (conv["params"], conv["trainable"]) == (4 * 25 + 4, 0)
+    assert fc["trainable"] == fc["params"] == 4 * 4 * 4 * 10 + 10

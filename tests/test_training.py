@@ -1,0 +1,115 @@
+"""Short real training runs on a tiny slice of the digits: loss goes down, runs repeat bit for bit,
+early stopping, best-on-val checkpoints, the layer table, and transfer from another experiment."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pipeline import engine, layers, params, train
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    """A prepared data set in the pipeline's format: 300 real 8x8 digit scans."""
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    images = (x.reshape(-1, 8, 8, 1) * 255 / 16).astype(np.uint8)
+    out = tmp_path_factory.mktemp("prepared")
+    for split, sl in (("train", slice(0, 200)), ("val", slice(200, 300)), ("test", slice(300, 400))):
+        np.save(out / f"{split}_images.npy", images[sl])
+        np.save(out / f"{split}_labels.npy", y[sl].astype(np.int64))
+    (out / "meta.json").write_text(json.dumps({"classes": [str(i) for i in range(10)], "image_size": [8, 8],
+                                               "channels": 1}))
+    (out / "stats.json").write_text(json.dumps({"mean": [0.3], "std": [0.35]}))
+    return out
+
+
+def config(**overrides) -> dict:
+    c = {**DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "epochs": 4, "batch_size": 32,
+         "model": {"name": "lenet", "channels": [8], "fc": [32]}}
+    c.update(overrides)
+    return c
+
+
+def fit(cfg: dict, prepared: Path, out: Path, experiments: Path | None = None) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    stats = json.loads((prepared / "stats.json").read_text())
+    return engine.fit(cfg, prepared, stats, out / "model.pt", out / "history.csv", out / "train.json",
+                      out / "layers.csv", experiments)
+
+
+def test_training_drives_the_loss_down(prepared, tmp_path):
+    m = fit(config(epochs=5), prepared, tmp_path)
+    h = pd.read_csv(tmp_path / "history.csv")
+    assert h["train_loss"].iloc[-1] < 0.5 * h["train_loss"].iloc[0]
+    assert m["best_val_acc"] > 0.5
+
+
+def test_same_params_give_bit_identical_results(prepared, tmp_path):
+    cfg = config(model={"name": "ablation", "convs": [8, "M", 16], "fc": [32], "batch_norm": True, "dropout": 0.3},
+                 augment=[{"name": "crop", "padding": 1}, {"name": "rotation", "degrees": 10},
+                          {"name": "random_resized_crop", "scale": [0.5, 1.0]}], epochs=2)
+    fit(cfg, prepared, tmp_path / "a")
+    fit(cfg, prepared, tmp_path / "b")
+    a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True)["state_dict"] for d in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+    fit({**cfg, "seed": 1}, prepared, tmp_path / "c")
+    c = torch.load(tmp_path / "c" / "model.pt", weights_only=True)["state_dict"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_best_on_val_checkpoint_and_early_stopping(prepared, tmp_path):
+    m = fit(config(lr=1e-9, early_stopping=2, epochs=10), prepared, tmp_path)   # val acc cannot improve
+    h = pd.read_csv(tmp_path / "history.csv")
+    assert len(h) == 3 and m["stopped_early"] and m["epochs_run"] == 3
+    assert m["best_epoch"] == int(h["val_acc"].idxmax()) + 1 == 1
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] == 1
+
+
+def test_schedule_lr_is_recorded_per_epoch(prepared, tmp_path):
+    fit(config(epochs=3, scheduler={"name": "step", "step_size": 1, "gamma": 0.5}), prepared, tmp_path)
+    assert pd.read_csv(tmp_path / "history.csv")["lr"].tolist() == pytest.approx([0.05, 0.025, 0.0125])
+
+
+def test_layer_table_is_written_at_the_resized_input(prepared, tmp_path):
+    fit(config(epochs=1, input_size=16, model={"name": "basenet", "channels": [4], "fc": []}), prepared, tmp_path)
+    table = pd.read_csv(tmp_path / "layers.csv", dtype={"layer": str, "kernel": str, "stride": str})
+    assert list(table.columns) == layers.COLUMNS
+    assert table.iloc[0].to_dict() == {"layer": "0", "type": "Conv2d", "kernel": "5x5", "stride": "1x1",
+                                           "output_shape": "4x12x12", "params": 104, "trainable": 104}
+    assert json.loads((tmp_path / "train.json").read_text())["input_size"] == [16, 16]
+
+
+def test_transfer_from_another_experiment_through_the_cli(prepared, tmp_path):
+    exps = tmp_path / "experiments"
+    for name, cfg in (("parent", config(epochs=2)),
+                      ("child", config(name="child", epochs=2, pretrained="parent", finetune="last_layer"))):
+        d = exps / name
+        d.mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps(cfg))
+        train.main(["--config", str(d / "config.json"), "--prepared", str(prepared),
+                    "--stats", str(prepared / "stats.json"), "--model", str(d / "model.pt"),
+                    "--history", str(d / "history.csv"), "--metrics", str(d / "train.json"),
+                    "--layers", str(d / "layers.csv"), "--experiments", str(exps)])
+    parent, child = (torch.load(exps / n / "model.pt", weights_only=True)["state_dict"] for n in ("parent", "child"))
+    assert torch.equal(child["net.0.weight"], parent["net.0.weight"])        # frozen body = parent's body
+    assert not torch.equal(child["net.6.weight"], parent["net.6.weight"])    # the head trained
+    metrics = json.loads((exps / "child" / "train.json").read_text())
+    assert metrics["trainable_params"] == 32 * 10 + 10
+    table = pd.read_csv(exps / "child" / "layers.csv")
+    assert table.loc[table["type"] == "Conv2d", "trainable"].tolist() == [0]
+
+
+def test_missing_parent_checkpoint_is_a_clear_error(prepared, tmp_path):
+    cfg = config(pretrained="nowhere")
+    with pytest.raises(engine.PipelineError, match="no checkpoint at .*nowhere.*train experiment nowhere first"):
+        train.parent_checkpoint(cfg, tmp_path)
