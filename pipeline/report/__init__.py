@@ -1,0 +1,158 @@
+"""Stage report: render results/report.html, the study as a person reads it.
+
+    python -m pipeline.report --params params.yaml --results results/experiments \
+        --prepared data/prepared --stats data/stats --logs logs --out results/report.html
+
+Reads, per experiment of params.yaml, <results>/<experiment>/{train.json, history.csv, test.json,
+predictions.csv, confusion.csv, layers.csv, config.json}, and per data set <prepared>/<ds>/ and
+<stats>/<ds>.json. One self-contained HTML file (figures embedded, no network needed). A missing or
+failed experiment is shown with its status (and its stage log's last lines when --logs is given);
+it does not break the report.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import platform
+from pathlib import Path
+
+from pipeline import params as params_mod
+from pipeline import stage
+
+log = logging.getLogger("pipeline.report")
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+
+
+def _experiment_figures(exp: dict, test_images) -> None:
+    """Adds the experiment's figures and tables in place; a broken input becomes a listed problem."""
+    from pipeline.report import collect, figures
+    exp["per_class"] = collect.per_class(exp)
+    exp["figures"], exp["pairs"], exp["samples"] = {}, None, None
+    try:
+        if exp["history_csv"] is not None:
+            exp["figures"]["curves"] = figures.experiment_curves(exp["history_csv"], exp["row"]["best_epoch"])
+        if exp["per_class"]:
+            exp["figures"]["per_class"] = figures.per_class_bars(exp["per_class"])
+        if exp["confusion_csv"] is not None:
+            exp["pairs"] = collect.most_confused(exp["confusion_csv"], n=15)
+            if len(exp["confusion_csv"]) <= 30:   # beyond that a grid is unreadable: pairs only
+                exp["figures"]["confusion"] = figures.confusion_heatmap(exp["confusion_csv"])
+        if exp["predictions_csv"] is not None and test_images is not None:
+            images = test_images[0]
+            if len(images) != len(exp["predictions_csv"]):
+                exp["problems"].append(
+                    f"predictions.csv has {len(exp['predictions_csv'])} rows but the prepared test split "
+                    f"has {len(images)} images; rerun evaluate for {exp['name']}")
+            else:
+                exp["samples"] = {kind: [dict(r, uri=figures.thumbnail(images[r["index"]]))
+                                         for r in df.to_dict("records")]
+                                  for kind, df in collect.prediction_sample(exp["predictions_csv"]).items()}
+    except Exception as e:  # noqa: BLE001  one malformed output must not take the whole report down
+        log.warning("experiment %s: cannot draw its figures: %r", exp["name"], e)
+        exp["problems"].append(f"cannot draw figures from {exp['dir']}: {e!r}; rerun its train/evaluate stages")
+
+
+def build_context(params: dict, results: Path, prepared: Path, stats: Path, logs: Path | None,
+                  root: Path) -> dict:
+    """Everything the template renders: overview, leaderboard, per data set, per experiment."""
+    from pipeline.report import collect, figures
+    exps = [collect.experiment(params, name, results, logs) for name in params["experiments"]]
+    for e in exps:
+        e["row"] = collect.leaderboard_row(e)
+    datasets = []
+    for ds_name in dict.fromkeys(e["dataset"] for e in exps):   # order of first use in params.yaml
+        ds = collect.dataset(ds_name, prepared, stats)
+        ds_exps = [e for e in exps if e["dataset"] == ds_name]
+        test_images = collect.load_images(ds, "test")
+        for e in ds_exps:
+            _experiment_figures(e, test_images)
+        ds["bars"] = figures.accuracy_bars([e["row"] for e in ds_exps])
+        with_history = [e for e in ds_exps if e["history_csv"] is not None]
+        ds["curves"] = figures.dataset_curves(with_history) if with_history else None
+        ds["experiments"] = [e["name"] for e in ds_exps]
+        train = collect.load_images(ds, "train")
+        ds["samples"] = (figures.class_samples(*train, ds["meta"]["classes"])
+                         if train is not None and ds["meta"] else None)
+        datasets.append(ds)
+    finished = [e["finished"] for e in exps if e["finished"]]
+    times = [e["row"]["train_time_s"] for e in exps if e["row"]["train_time_s"] is not None]
+    return {
+        "generated": dt.datetime.now(dt.timezone.utc),
+        "experiments": exps, "datasets": datasets,
+        "code": collect.code_version(root), "environments": collect.environments(exps),
+        "first_finished": min(finished, default=None), "last_finished": max(finished, default=None),
+        "total_train_s": sum(times), "n_ok": sum(e["status"] == "ok" for e in exps),
+        "report_python": platform.python_version(),
+    }
+
+
+def _fmt_pct(x, signed: bool = False) -> str:
+    return "" if x is None else (f"{x:+.1f}" if signed else f"{x:.1f}")
+
+
+def _fmt_duration(s) -> str:
+    if s is None:
+        return ""
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(round(s), 60)
+    return f"{m} min {s:02d} s" if m < 60 else f"{m // 60} h {m % 60:02d} min"
+
+
+def render(context: dict) -> str:
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(pct=_fmt_pct, duration=_fmt_duration,
+                       thousands=lambda n: "" if n is None else f"{n:,}",
+                       utc=lambda t: "" if t is None else t.strftime("%Y-%m-%d %H:%M UTC"))
+    return env.get_template("report.html.j2").render(**context)
+
+
+def report(params: dict, results: Path, prepared: Path, stats: Path, out: Path, logs: Path | None = None,
+           root: Path = Path(".")) -> dict:
+    context = build_context(params, results, prepared, stats, logs, root)
+    html = render(context)
+    with stage.atomic_path(out) as tmp:
+        tmp.write_text(html)
+    log.info("wrote %s (%.0f kB; %d experiments, %d complete)", out, len(html.encode()) / 1e3,
+             len(context["experiments"]), context["n_ok"])
+    return context
+
+
+def inputs(params: dict, results: Path, prepared: Path, stats: Path) -> list[Path]:
+    """The files the report reads that exist now (a missing one is part of what it shows)."""
+    from pipeline.report.collect import EXPERIMENT_FILES
+    # Not the logs: every run rewrites them, even a no-op one. They only explain a failure, and a
+    # failure already shows up here as missing outputs.
+    files = [results / e / f for e in params["experiments"] for f in EXPERIMENT_FILES]
+    for ds in dict.fromkeys(e["dataset"] for e in params["experiments"].values()):
+        files += [prepared / ds / f for f in ("meta.json", "train_labels.npy", "train_images.npy",
+                                              "val_labels.npy", "test_labels.npy", "test_images.npy")]
+        files.append(stats / f"{ds}.json")
+    return [f for f in files if f.exists()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", required=True, type=Path)
+    ap.add_argument("--results", required=True, type=Path, help="folder of per-experiment folders")
+    ap.add_argument("--prepared", required=True, type=Path, help="folder of prepared data sets")
+    ap.add_argument("--stats", required=True, type=Path, help="folder of <dataset>.json stats")
+    ap.add_argument("--logs", type=Path, help="folder of stage logs, to show why an experiment failed")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--log", type=Path)
+    args = ap.parse_args(argv)
+    stage.setup_logging(args.log)
+    params = params_mod.load(args.params)
+    root = args.params.resolve().parent
+    # Not the git state: the other tool's bookkeeping (dvc.lock appearing) must not re-render the
+    # report; the pipeline's code is in every stamp already.
+    key_config = {"experiments": params["experiments"],
+                  "defaults": {k: params[k] for k in params_mod.training_keys()}}
+    stage.run_stage("report", key_config, inputs(params, args.results, args.prepared, args.stats),
+                    [args.out], lambda: report(params, args.results, args.prepared, args.stats, args.out,
+                                               args.logs, root))

@@ -1,0 +1,201 @@
+"""What the report shows, as plain data: one record per experiment and per data set.
+
+No plotting and no HTML here, so the numbers the report prints (leaderboard rows, differences from
+the seeds' figures, most-confused pairs) are unit-testable on their own. Every reader tolerates a
+missing or unreadable file: the experiment is then shown with its status, never dropped.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import params as params_mod
+
+log = logging.getLogger("pipeline.report")
+
+# Files of one experiment directory; the first three make an experiment "complete".
+EXPERIMENT_FILES = ("train.json", "history.csv", "test.json", "predictions.csv", "confusion.csv",
+                    "layers.csv", "config.json")
+LOG_STAGES = ("configure", "train", "evaluate")  # logs/<stage>/<exp>.log, read when outputs are missing
+
+
+def _read(path: Path):
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    return pd.read_csv(path, index_col=0) if path.name == "confusion.csv" else pd.read_csv(path)
+
+
+def _log_tail(logs: Path | None, exp: str, lines: int = 12) -> tuple[str | None, str | None]:
+    """(path, last lines) of the latest stage log of `exp` that recorded an error, if any."""
+    if logs is None:
+        return None, None
+    for stage_name in reversed(LOG_STAGES):
+        path = logs / stage_name / f"{exp}.log"
+        if path.exists():
+            text = path.read_text(errors="replace")
+            if "ERROR" in text or "Traceback" in text:
+                return str(path), "\n".join(text.rstrip().splitlines()[-lines:])
+    return None, None
+
+
+def experiment(params: dict, name: str, results: Path, logs: Path | None = None) -> dict:
+    """Everything the report needs about one experiment, with `status` saying how complete it is.
+
+    status: "ok" (trained and evaluated), "not evaluated", "not trained", "failed" (a stage log
+    recorded an error) or "unreadable" (an output exists but cannot be parsed).
+    """
+    spec = params["experiments"][name]
+    exp = {"name": name, "dataset": spec["dataset"], "model": spec["model"]["name"],
+           "description": spec.get("description", ""), "reported": spec.get("reported"),
+           "config": params_mod.experiment_config(params, name), "dir": results / name,
+           "problems": [], "finished": None}
+    for f in EXPERIMENT_FILES:
+        key = f.replace(".", "_")
+        exp[key] = None
+        path = results / name / f
+        if path.exists():
+            try:
+                exp[key] = _read(path)
+            except (ValueError, OSError, pd.errors.ParserError) as e:  # JSONDecodeError is a ValueError
+                exp["problems"].append(f"{path}: cannot read ({e}); rerun the stage that writes it")
+    if exp["config_json"] is not None:   # what the run was configured with, if params changed since
+        exp["config"] = exp["config_json"]
+    exp["log_path"], exp["log_tail"] = _log_tail(logs, name)
+    if exp["problems"]:
+        exp["status"] = "unreadable"
+    elif exp["train_json"] is not None and exp["test_json"] is not None:
+        exp["status"] = "ok"
+        exp["finished"] = dt.datetime.fromtimestamp((results / name / "test.json").stat().st_mtime, dt.timezone.utc)
+    elif exp["log_tail"] is not None:
+        exp["status"] = "failed"
+    else:
+        exp["status"] = "not evaluated" if exp["train_json"] is not None else "not trained"
+    if exp["status"] != "ok":
+        log.warning("experiment %s: %s%s", name, exp["status"],
+                    f" (see {exp['log_path']})" if exp["log_path"] else "")
+    return exp
+
+
+def _pct(x) -> float | None:
+    return None if x is None else 100.0 * float(x)
+
+
+def leaderboard_row(exp: dict) -> dict:
+    """One leaderboard row; accuracies in %, `diff` = our test top-1 minus the seed's figure (points)."""
+    train, test = exp["train_json"] or {}, exp["test_json"] or {}
+    max_epochs = exp["config"].get("epochs")
+    epochs_run = train.get("epochs_run")
+    stopped = train.get("stopped_early")
+    if stopped is None and epochs_run is not None and max_epochs is not None:
+        stopped = epochs_run < max_epochs   # older train.json without the flag: infer it
+    test_acc = _pct(test.get("test_acc"))
+    reported = exp["reported"]
+    return {
+        "name": exp["name"], "dataset": exp["dataset"], "model": exp["model"], "status": exp["status"],
+        "n_params": train.get("params"), "epochs_run": epochs_run, "max_epochs": max_epochs,
+        "best_epoch": train.get("best_epoch"), "stopped_early": bool(stopped),
+        "best_val_acc": _pct(train.get("best_val_acc")), "test_acc": test_acc,
+        "test_top5": _pct(test.get("test_top5")), "test_loss": test.get("test_loss"),
+        "train_time_s": train.get("train_time_s"), "reported": reported,
+        "diff": None if test_acc is None or reported is None else test_acc - float(reported),
+    }
+
+
+def most_confused(confusion: pd.DataFrame, n: int = 10) -> list[dict]:
+    """The n largest off-diagonal cells of a confusion matrix (rows true, columns predicted).
+
+    share: the fraction of the true class's test images that went to that wrong class.
+    Ties are broken by class order so that the table is the same on every run.
+    """
+    cm = confusion.to_numpy()
+    classes = [str(c) for c in confusion.index]
+    totals = cm.sum(1)
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    true_idx, pred_idx = np.nonzero(off)
+    order = sorted(zip(-off[true_idx, pred_idx], true_idx, pred_idx))[:n]
+    return [{"true": classes[t], "pred": classes[p], "count": int(-c),
+             "share": float(-c / totals[t]) if totals[t] else 0.0} for c, t, p in order]
+
+
+def per_class(exp: dict) -> list[tuple[str, float]]:
+    """(class, accuracy %) pairs, worst first; ties in class order."""
+    acc = (exp["test_json"] or {}).get("per_class_acc", {})
+    return sorted(((c, 100.0 * a) for c, a in acc.items()), key=lambda ca: ca[1])
+
+
+def prediction_sample(predictions: pd.DataFrame, n_random: int = 8, n_mistakes: int = 8,
+                      seed: int = 0) -> dict[str, pd.DataFrame]:
+    """A seeded random sample of test predictions and a seeded sample of the mistakes.
+
+    The random draw depends only on the test set's size, so every experiment of a data set
+    shows the same images and they can be compared side by side.
+    """
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(predictions), size=min(n_random, len(predictions)), replace=False))
+    wrong = predictions[predictions["true"] != predictions["pred"]]
+    wrong_pick = np.sort(rng.permutation(len(wrong))[:n_mistakes])
+    return {"random": predictions.iloc[pick], "mistakes": wrong.iloc[wrong_pick]}
+
+
+def dataset(name: str, prepared: Path, stats: Path) -> dict:
+    """A data set's meta, normalisation stats and per-split class counts, or what is missing."""
+    ds = {"name": name, "dir": prepared / name, "meta": None, "stats": None, "problems": [],
+          "class_counts": {}}
+    for key, path in (("meta", prepared / name / "meta.json"), ("stats", stats / f"{name}.json")):
+        try:
+            ds[key] = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            ds["problems"].append(f"{path}: {'missing' if isinstance(e, FileNotFoundError) else e}; "
+                                  f"run the {'prepare' if key == 'meta' else 'stats'} stage for {name}")
+    if ds["meta"]:
+        k = len(ds["meta"]["classes"])
+        for split in ("train", "val", "test"):
+            path = prepared / name / f"{split}_labels.npy"
+            if path.exists():
+                ds["class_counts"][split] = np.bincount(np.load(path), minlength=k)
+    return ds
+
+
+def load_images(ds: dict, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(images (N, H, W, C) uint8 memory-mapped, labels (N,)) of a split, or None if not prepared."""
+    images, labels = ds["dir"] / f"{split}_images.npy", ds["dir"] / f"{split}_labels.npy"
+    if not (images.exists() and labels.exists()):
+        return None
+    return np.load(images, mmap_mode="r"), np.load(labels)
+
+
+def code_version(root: Path) -> dict:
+    """The git commit of `root` and whether the working tree has uncommitted changes."""
+    def git(*args):
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
+    try:
+        head = git("rev-parse", "HEAD")
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"commit": None, "dirty": None, "note": f"git not available ({e})"}
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None, "note": f"{root} is not a git repository (or has no commit yet)"}
+    status = git("status", "--porcelain")
+    changed = [line[3:] for line in status.stdout.splitlines()]
+    return {"commit": head.stdout.strip(), "dirty": bool(changed), "changed": changed[:20],
+            "n_changed": len(changed), "note": ""}
+
+
+def environments(exps: list[dict]) -> list[dict]:
+    """Distinct software/hardware combinations the experiments trained on, with who used each."""
+    envs: dict[tuple, dict] = {}
+    for e in exps:
+        if e["train_json"] is None:
+            continue
+        v = e["train_json"].get("versions", {})
+        env = {k: v.get(k) for k in ("python", "torch", "torchvision", "cuda", "platform")}
+        env["device"] = e["train_json"].get("device")
+        env["device_name"] = v.get("device_name")
+        envs.setdefault(tuple(env.items()), {**env, "experiments": []})["experiments"].append(e["name"])
+    return list(envs.values())

@@ -1,0 +1,196 @@
+"""The report's pictures: matplotlib figures and image thumbnails as base64 data URIs.
+
+Modest sizes and DPI on purpose: the full 23-experiment study must stay a few MB in one file.
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on CI machines or cluster nodes
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+DPI = 72
+THUMB = 48  # longest side of a prediction thumbnail, pixels (the page scales it up)
+TILE = 32   # longest side of a data-set sample tile
+
+
+def _uri(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def to_uri(fig, palette: bool = True) -> str:
+    """A figure as a PNG data URI; plots are reduced to a 128-colour palette (about 3x smaller)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    plt.close(fig)
+    if not palette:
+        return _uri(buf.getvalue())
+    img = Image.open(buf).convert("RGB").quantize(colors=128)
+    out = io.BytesIO()
+    img.save(out, format="PNG", optimize=True)
+    return _uri(out.getvalue())
+
+
+def image_uri(image: np.ndarray, longest: int | None = None) -> str:
+    """A (H, W, C) uint8 image as a data URI: grayscale as PNG, colour photos as JPEG (far smaller)."""
+    image = np.asarray(image)
+    img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    if longest:
+        img.thumbnail((longest, longest))
+    buf = io.BytesIO()
+    if img.mode == "L":
+        img.save(buf, format="PNG", optimize=True)
+        return _uri(buf.getvalue())
+    img.save(buf, format="JPEG", quality=80)
+    return _uri(buf.getvalue(), "image/jpeg")
+
+
+def thumbnail(image: np.ndarray) -> str:
+    """A test image for the prediction grid, shrunk to THUMB pixels."""
+    return image_uri(image, THUMB)
+
+
+def _short(name: str, n: int = 28) -> str:
+    return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def accuracy_bars(rows: list[dict]) -> str:
+    """Test top-1 per experiment (ours) beside the seed's reported figure, one bar pair per row."""
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * n), layout="tight")
+    y = np.arange(n)
+    ours = [r["test_acc"] if r["test_acc"] is not None else 0 for r in rows]
+    reported = [r["reported"] if r["reported"] is not None else 0 for r in rows]
+    ax.barh(y - 0.2, ours, height=0.4, color="#3a7bd5", label="ours (test top-1)")
+    ax.barh(y + 0.2, reported, height=0.4, color="#bbbbbb", label="seed's reported figure")
+    for yi, r in zip(y, rows):
+        if r["test_acc"] is not None:
+            ax.text(r["test_acc"] + 0.5, yi - 0.2, f"{r['test_acc']:.1f}", va="center", fontsize=8)
+        else:
+            ax.text(0.5, yi - 0.2, r["status"], va="center", fontsize=8, color="#a00")
+        if r["reported"] is not None:
+            ax.text(r["reported"] + 0.5, yi + 0.2, f"{r['reported']:.1f}", va="center", fontsize=8, color="#555")
+    ax.set_yticks(y, [_short(r["name"]) for r in rows], fontsize=8)
+    ax.invert_yaxis()  # the order of params.yaml, top to bottom
+    ax.set(xlabel="accuracy (%)", xlim=(0, 112))
+    ax.grid(axis="x", alpha=0.3)
+    fig.legend(fontsize=8, loc="outside upper center", ncols=2)   # above the bars, never over them
+    return to_uri(fig)
+
+
+def dataset_curves(exps: list[dict]) -> str:
+    """Train loss, val loss and val accuracy per epoch, every experiment of one data set overlaid."""
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="tight")
+    for e in exps:
+        h = e["history_csv"]
+        line, = axes[0].plot(h["epoch"], h["train_loss"], label=_short(e["name"]))
+        axes[1].plot(h["epoch"], h["val_loss"], color=line.get_color())
+        axes[2].plot(h["epoch"], 100 * h["val_acc"], color=line.get_color())
+    for ax, title in zip(axes, ("train loss", "val loss", "val accuracy (%)")):
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=7)
+    return to_uri(fig)
+
+
+def experiment_curves(history, best_epoch: int | None) -> str:
+    """Loss and accuracy per epoch, train solid and val dashed; the kept checkpoint marked."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 2.8), layout="tight")
+    ax_loss.plot(history["epoch"], history["train_loss"], label="train")
+    ax_loss.plot(history["epoch"], history["val_loss"], "--", label="val")
+    ax_acc.plot(history["epoch"], 100 * history["train_acc"], label="train")
+    ax_acc.plot(history["epoch"], 100 * history["val_acc"], "--", label="val")
+    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="#999", lw=1, ls=":", label=f"kept (epoch {best_epoch})")
+        ax.set(xlabel="epoch", title=title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return to_uri(fig)
+
+
+def per_class_bars(pairs: list[tuple[str, float]], limit: int = 30) -> str:
+    """Per-class test accuracy, worst first; with many classes only the `limit` worst are drawn."""
+    shown = pairs[:limit]
+    fig, ax = plt.subplots(figsize=(6.5, 0.8 + 0.2 * len(shown)), layout="tight")
+    y = np.arange(len(shown))
+    acc = np.array([a for _, a in shown])
+    ax.barh(y, acc, color=plt.cm.RdYlGn(acc / 100))
+    for yi, a in zip(y, acc):   # a 0 % class has no bar to see; its number says so
+        ax.text(min(a, 88) + 1, yi, f"{a:.0f}", va="center", fontsize=6)
+    ax.set_yticks(y, [_short(c, 22) for c, _ in shown], fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 100), xlabel="test accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    if len(pairs) > limit:
+        ax.set_title(f"the {limit} worst of {len(pairs)} classes", fontsize=9)
+    return to_uri(fig)
+
+
+def confusion_heatmap(confusion) -> str:
+    """Counts, rows true and columns predicted; colour = share of the true class (row-normalised)."""
+    cm = confusion.to_numpy()
+    k = len(cm)
+    share = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = min(2.2 + 0.3 * k, 10)
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="tight")
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    names = [_short(str(c), 14) for c in confusion.index]
+    ax.set_xticks(range(k), names, rotation=90 if k > 10 or max(map(len, names)) > 3 else 0, fontsize=7)
+    ax.set_yticks(range(k), names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true")
+    if k <= 15:
+        for t, p in zip(*np.nonzero(cm)):
+            ax.text(p, t, cm[t, p], ha="center", va="center", fontsize=7,
+                    color="white" if share[t, p] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="share of true class")
+    return to_uri(fig)
+
+
+def class_samples(images: np.ndarray, labels: np.ndarray, classes: list[str], per_class: int = 6,
+                  seed: int = 0) -> tuple[str, bool]:
+    """A montage of training images: `per_class` per class in labelled rows when there are at
+    most 20 classes, else one per class in class order. Returns (uri, labelled)."""
+    rng = np.random.default_rng(seed)
+    labelled = len(classes) <= 20
+    n = per_class if labelled else 1
+    tiles = []
+    for k in range(len(classes)):
+        idx = np.flatnonzero(labels == k)
+        idx = np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))
+        row = [_tile(images[i]) for i in idx]
+        row += [np.zeros_like(_tile(images[0]))] * (n - len(row))  # a class with few images
+        tiles += row
+    h, w, c = tiles[0].shape
+    scale = max(1, int(np.ceil(32 / max(h, w))))  # thumbnails of 8x8 digits would be specks
+    cols = n if labelled else min(20, len(classes))
+    rows = int(np.ceil(len(tiles) / cols))
+    tiles += [np.zeros((h, w, c), np.uint8)] * (rows * cols - len(tiles))
+    grid = np.stack(tiles).reshape(rows, cols, h, w, c)
+    grid = np.pad(grid, ((0, 0), (0, 0), (1, 1), (1, 1), (0, 0)), constant_values=255)
+    grid = grid.transpose(0, 2, 1, 3, 4).reshape(rows * (h + 2), cols * (w + 2), c)
+    grid = grid.repeat(scale, 0).repeat(scale, 1)
+    if not labelled:
+        return image_uri(grid), False
+    fig, ax = plt.subplots(figsize=(1.4 + grid.shape[1] / DPI, 0.3 + grid.shape[0] / DPI), layout="tight")
+    ax.imshow(grid[..., 0] if c == 1 else grid, cmap="gray", interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks((np.arange(rows) + 0.5) * (h + 2) * scale, [_short(x, 18) for x in classes], fontsize=8)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    return to_uri(fig, palette=c == 1), True
+
+
+def _tile(image: np.ndarray) -> np.ndarray:
+    """A sample image at most TILE pixels on its longest side, (H, W, C) uint8."""
+    image = np.asarray(image)
+    if max(image.shape[:2]) <= TILE:
+        return image
+    img = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
+    img.thumbnail((TILE, TILE))
+    return np.asarray(img).reshape(img.height, img.width, image.shape[-1])

@@ -1,0 +1,167 @@
+"""The report's data (leaderboard rows, differences from reported figures, most-confused pairs) and
+the rendered file: self-contained, one row and one section per experiment, missing ones shown as such."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import ROOT, run
+from pipeline import report
+from pipeline.report import collect
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from report_fixture import make_study, write_experiment  # noqa: E402
+
+
+def _report(root: Path, params: dict, logs: Path | None = None) -> tuple[str, dict]:
+    out = root / "results" / "report.html"
+    ctx = report.report(params, root / "results/experiments", root / "data/prepared", root / "data/stats",
+                        out, logs=logs, root=root)
+    return out.read_text(), ctx
+
+
+def _leaderboard_rows(html: str) -> list[str]:
+    body = html.split('<table id="leaderboard"', 1)[1].split("</table>", 1)[0]
+    return re.findall(r'<tr data-experiment="([^"]+)"', body)
+
+
+def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
+    study = make_study(tmp_path, n_experiments=3)
+    exps = {n: collect.experiment(study["params"], n, tmp_path / "results/experiments")
+            for n in study["params"]["experiments"]}
+    rows = {n: collect.leaderboard_row(e) for n, e in exps.items()}
+    for name, truth in study["truth"].items():
+        r = rows[name]
+        assert r["status"] == "ok"
+        assert r["test_acc"] == pytest.approx(100 * truth["test_acc"])
+        assert r["best_val_acc"] == pytest.approx(100 * truth["train"]["best_val_acc"])
+        assert r["test_top5"] == pytest.approx(100 * truth["test"]["test_top5"])
+        assert r["n_params"] == truth["train"]["params"] and r["epochs_run"] == study["params"]["epochs"]
+        assert r["max_epochs"] == study["params"]["epochs"] and not r["stopped_early"]
+    # digits_exp00 has wrong_every=3: 40 of 60 right = 66.67 %; reported 70.0 -> -3.33 points
+    assert rows["digits_exp00"]["test_acc"] == pytest.approx(200 / 3)
+    assert rows["digits_exp00"]["diff"] == pytest.approx(200 / 3 - 70.0)
+    assert rows["digits_exp02"]["diff"] == pytest.approx(100 * study["truth"]["digits_exp02"]["test_acc"] - 72.0)
+    assert rows["digits_exp01"]["reported"] is None and rows["digits_exp01"]["diff"] is None
+
+
+def test_early_stopping_from_the_flag_or_from_fewer_epochs_than_configured(tmp_path):
+    study = make_study(tmp_path, n_experiments=2)
+    classes = [str(k) for k in range(10)]
+    labels = study["truth"]["digits_exp00"]["test"]["n_test"]
+    write_experiment(tmp_path, "digits_exp00", pd.RangeIndex(labels).to_numpy() % 10, classes, 3,
+                     epochs=study["params"]["epochs"], epochs_run=1)
+    write_experiment(tmp_path, "digits_exp01", pd.RangeIndex(labels).to_numpy() % 10, classes, 4,
+                     stopped_early=True)
+    rows = [collect.leaderboard_row(collect.experiment(study["params"], n, tmp_path / "results/experiments"))
+            for n in ("digits_exp00", "digits_exp01")]
+    assert rows[0]["epochs_run"] == 1 and rows[0]["max_epochs"] == study["params"]["epochs"]
+    assert rows[0]["stopped_early"] is (1 < study["params"]["epochs"])
+    assert rows[1]["stopped_early"] is True
+
+
+def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
+    cm = pd.DataFrame([[8, 2, 0], [5, 3, 2], [0, 2, 8]], index=list("abc"), columns=list("abc"))
+    pairs = collect.most_confused(cm, n=3)
+    assert [(p["true"], p["pred"], p["count"]) for p in pairs] == [("b", "a", 5), ("a", "b", 2), ("b", "c", 2)]
+    assert pairs[0]["share"] == pytest.approx(0.5)      # 5 of b's 10 test images
+    assert collect.most_confused(pd.DataFrame([[3, 0], [0, 4]], index=["x", "y"], columns=["x", "y"])) == []
+
+
+def test_per_class_accuracy_worst_first_and_prediction_sample(tmp_path):
+    study = make_study(tmp_path, n_experiments=2)
+    exp = collect.experiment(study["params"], "digits_exp00", tmp_path / "results/experiments")
+    pairs = collect.per_class(exp)
+    assert [a for _, a in pairs] == sorted(a for _, a in pairs) and len(pairs) == 10
+    other = collect.experiment(study["params"], "digits_exp01", tmp_path / "results/experiments")
+    a, b = (collect.prediction_sample(e["predictions_csv"]) for e in (exp, other))
+    assert list(a["random"]["index"]) == list(b["random"]["index"])   # same images across experiments
+    assert len(a["random"]) == 8 and len(a["mistakes"]) == 8
+    assert (a["mistakes"]["true"] != a["mistakes"]["pred"]).all()
+
+
+def test_missing_failed_and_unreadable_experiments_render_with_their_status(tmp_path):
+    study = make_study(tmp_path, n_experiments=4)
+    params, results = study["params"], tmp_path / "results/experiments"
+    for f in results.glob("digits_exp01/*"):            # never ran
+        f.unlink()
+    (results / "digits_exp02/test.json").unlink()          # trained, evaluate failed (its log says so)
+    (tmp_path / "logs/evaluate").mkdir(parents=True)
+    (tmp_path / "logs/evaluate/digits_exp02.log").write_text("INFO start\nERROR CUDA out of memory\n")
+    (results / "digits_exp03/test.json").write_text("{ not json")
+    html, ctx = _report(tmp_path, params, logs=tmp_path / "logs")
+    status = {e["name"]: e["status"] for e in ctx["experiments"]}
+    assert status == {"digits_exp00": "ok", "digits_exp01": "not trained", "digits_exp02": "failed",
+                      "digits_exp03": "unreadable"}
+    assert _leaderboard_rows(html) == list(params["experiments"])
+    assert "ERROR CUDA out of memory" in html and "digits_exp03/test.json: cannot read" in html
+    assert html.count('<details class="exp"') == 4
+    assert ctx["n_ok"] == 1
+
+
+def test_report_cli_writes_one_self_contained_file_and_then_skips(tmp_path):
+    make_study(tmp_path, n_experiments=3)
+    cmd = [sys.executable, "-m", "pipeline.report", "--params", "params.yaml", "--results", "results/experiments",
+           "--prepared", "data/prepared", "--stats", "data/stats", "--logs", "logs", "--out", "results/report.html"]
+    env_cmd = ["env", f"PYTHONPATH={ROOT}", *cmd]
+    run(env_cmd, cwd=tmp_path)
+    out = tmp_path / "results/report.html"
+    html = out.read_text()
+    assert _leaderboard_rows(html) == ["digits_exp00", "digits_exp01", "digits_exp02"]
+    assert not re.search(r'(src|href)="(https?:)?//', html)   # nothing fetched from the network
+    srcs = re.findall(r'<img[^>]* src="([^"]+)"', html)
+    assert len(srcs) >= 3 * 16 + 3   # per experiment 16 predictions + figures, per data set 3 figures
+    for src in srcs:
+        head, data = src.split(",", 1)
+        assert head in ("data:image/png;base64", "data:image/jpeg;base64")
+        assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 0
+    assert "not a git repository" in html        # tmp_path is no git repo: said so, not crashed
+    mtime = out.stat().st_mtime_ns
+    again = run(env_cmd, cwd=tmp_path)
+    assert "up to date" in again.stderr and out.stat().st_mtime_ns == mtime
+
+
+def test_many_classes_show_confused_pairs_instead_of_a_grid_and_layers_render(tmp_path):
+    study = make_study(tmp_path, n_experiments=2, datasets=("cifar100", "digits"))
+    pd.DataFrame({"layer": ["conv1", "fc"], "type": ["Conv2d", "Linear"], "params": [448, 1290]}).to_csv(
+        tmp_path / "results/experiments/digits_exp01/layers.csv", index=False)
+    html, ctx = _report(tmp_path, study["params"])
+    big, small = ctx["experiments"]
+    assert "confusion" not in big["figures"] and "confusion" in small["figures"]
+    assert len(big["pairs"]) == 15 and big["pairs"][0]["count"] >= big["pairs"][-1]["count"]
+    assert "all 100 classes" in html
+    section = html.split('id="exp-digits_exp01"', 1)[1].split("</details>", 1)[0]
+    assert "<th>type</th>" in section and "Conv2d" in section and "1,290" in section
+
+
+def test_code_version_names_the_commit_and_whether_the_tree_is_dirty(tmp_path):
+    assert collect.code_version(tmp_path)["commit"] is None
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    (tmp_path / "a.txt").write_text("1")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "x"]):
+        subprocess.run(git + cmd, cwd=tmp_path, check=True)
+    clean = collect.code_version(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", clean["commit"]) and clean["dirty"] is False
+    (tmp_path / "a.txt").write_text("2")
+    dirty = collect.code_version(tmp_path)
+    assert dirty["dirty"] is True and dirty["changed"] == ["a.txt"]
+
+
+def test_environment_lists_each_distinct_setup_once(tmp_path):
+    study = make_study(tmp_path, n_experiments=3)
+    exps = [collect.experiment(study["params"], n, tmp_path / "results/experiments") for n in study["params"]["experiments"]]
+    exps[2]["train_json"] = dict(exps[2]["train_json"], device="cuda",
+                                 versions=dict(exps[2]["train_json"]["versions"], device_name="NVIDIA H100"))
+    envs = collect.environments(exps)
+    assert [(e["device"], e["experiments"]) for e in envs] == [("cpu", ["digits_exp00", "digits_exp01"]),
+                                                               ("cuda", ["digits_exp02"])]
+    assert json.dumps(envs)   # plain data, printable as is
