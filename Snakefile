@@ -23,14 +23,21 @@ rule all:
     input: "results/report.html"
 
 # Reruns when the data set's source entry changes (Snakemake's params trigger), not on other edits.
+# A folder source's own directory or archive (e.g. ../shared/data/cifar10-jpeg.tar.gz) is an input:
+# editing it reruns download. Published archives are pinned by their md5 in the source entry.
+def local_source(w):
+    source = config["datasets"][w.ds]["source"]
+    return [source["path"]] if source["kind"] == "folder" else []
+
 rule download:
+    input: local=local_source
     output: directory("data/raw/{ds}")
     params: source=lambda w: json.dumps(config["datasets"][w.ds]["source"], sort_keys=True)
     log: "logs/download/{ds}.log"
     shell: "python -m pipeline.download --params params.yaml --dataset {wildcards.ds} --out {output} --log {log}"
 
 rule prepare:
-    input: raw="data/raw/{ds}", code=["pipeline/prepare.py", "pipeline/sources.py"]
+    input: raw="data/raw/{ds}", code=["pipeline/prepare.py", *glob("pipeline/sources/*.py")]
     output: directory("data/prepared/{ds}")
     params: dataset=lambda w: json.dumps(config["datasets"][w.ds], sort_keys=True)
     log: "logs/prepare/{ds}.log"
@@ -49,16 +56,28 @@ rule configure:
     log: "logs/configure/{exp}.log"
     shell: "python -m pipeline.configure --params params.yaml --experiment {wildcards.exp} --out {output} --log {log}"
 
+def pretrained_checkpoint(w):
+    """`pretrained: <experiment>` makes that experiment's checkpoint an input (none for null / imagenet)."""
+    parent = P.experiment_config(config, w.exp)["pretrained"]
+    if parent in (None, "imagenet"):
+        return []
+    if parent not in config["experiments"]:
+        raise ValueError(f"params.yaml: experiments.{w.exp}.pretrained: {parent!r} is neither imagenet nor an "
+                         f"experiment of this study ({', '.join(EXPERIMENTS)})")
+    return f"results/experiments/{parent}/model.pt"
+
 rule train:
     input:
         config="results/experiments/{exp}/config.json",
         prepared=lambda w: f"data/prepared/{dataset_of(w)}",
         stats=lambda w: f"data/stats/{dataset_of(w)}.json",
-        code=["pipeline/train.py", "pipeline/engine.py", "pipeline/data.py", *glob("pipeline/models/*.py")],
-    output: model="results/experiments/{exp}/model.pt", history="results/experiments/{exp}/history.csv", metrics="results/experiments/{exp}/train.json"
+        pretrained=pretrained_checkpoint,
+        code=["pipeline/train.py", "pipeline/engine.py", "pipeline/data.py", "pipeline/augment.py",
+              "pipeline/recipes.py", "pipeline/layers.py", *glob("pipeline/models/*.py")],
+    output: model="results/experiments/{exp}/model.pt", history="results/experiments/{exp}/history.csv", metrics="results/experiments/{exp}/train.json", layers="results/experiments/{exp}/layers.csv"
     resources: gpu=1
     log: "logs/train/{exp}.log"
-    shell: "python -m pipeline.train --config {input.config} --prepared {input.prepared} --stats {input.stats} --model {output.model} --history {output.history} --metrics {output.metrics} --log {log}"
+    shell: "python -m pipeline.train --config {input.config} --prepared {input.prepared} --stats {input.stats} --model {output.model} --history {output.history} --metrics {output.metrics} --layers {output.layers} --experiments results/experiments --log {log}"
 
 rule evaluate:
     input:
@@ -72,9 +91,12 @@ rule evaluate:
 
 rule report:
     input:
-        expand("results/experiments/{exp}/{f}", exp=EXPERIMENTS, f=["train.json", "test.json", "history.csv"]),
-        code=["pipeline/report.py", "pipeline/templates/report.html.j2"],
+        expand("results/experiments/{exp}/{f}", exp=EXPERIMENTS,
+               f=["train.json", "history.csv", "test.json", "predictions.csv", "confusion.csv"]),
+        prepared=expand("data/prepared/{ds}", ds=DATASETS),
+        stats=expand("data/stats/{ds}.json", ds=DATASETS),
+        code=[*glob("pipeline/report/*.py"), "pipeline/templates/report.html.j2"],
     output: "results/report.html"
     params: experiments=lambda w: json.dumps(config["experiments"], sort_keys=True)
     log: "logs/report.log"
-    shell: "python -m pipeline.report --params params.yaml --results results/experiments --out {output} --log {log}"
+    shell: "python -m pipeline.report --params params.yaml --results results/experiments --prepared data/prepared --stats data/stats --logs logs --out {output} --log {log}"

@@ -46,7 +46,28 @@ def validate(params: object, source: str = "params.yaml") -> dict:
                 raise ParamsError(
                     f"{source}: {prefix}experiments.{name}.dataset: unknown data set {exp['dataset']!r}; "
                     f"define it under {prefix}datasets: (known: {known})")
+        _check_pretrained(params, prefix, scope["experiments"], source)
     return params
+
+
+def _check_pretrained(params: dict, prefix: str, experiments: dict, source: str) -> None:
+    """`pretrained:` is null, imagenet, or another experiment of the same study, with no cycle."""
+    def parent(name):
+        value = experiments[name].get("pretrained", params.get("pretrained"))
+        return None if value in (None, "imagenet") else value
+    for name in experiments:
+        seen, node = [name], parent(name)
+        while node is not None:
+            if node not in experiments:
+                raise ParamsError(
+                    f"{source}: {prefix}experiments.{seen[-1]}.pretrained: {node!r} is neither imagenet nor "
+                    f"an experiment of this study; name one of: {', '.join(experiments)}")
+            if node in seen:
+                raise ParamsError(
+                    f"{source}: {prefix}experiments.{name}.pretrained: the chain {' -> '.join(seen + [node])} "
+                    f"is a cycle; an experiment can only start from one that does not start from it")
+            seen.append(node)
+            node = parent(node)
 
 
 def load(path: str | Path) -> dict:

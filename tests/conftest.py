@@ -32,7 +32,9 @@ def copy_project(dest: Path) -> Path:
 
 
 def tool_env() -> dict:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONUNBUFFERED="1")
+    # One torch thread per stage process: tests run on both cores in parallel (pytest -n 2).
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1", TQDM_DISABLE="1")
     env.pop("PYTHONPATH", None)
     return env
 
@@ -49,3 +51,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     if check and p.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def pytest_collection_modifyitems(items):
+    """The minutes-long end-to-end scenarios first: with `-n 2 --dist loadgroup` each is its own
+    work unit and the first units go one to each worker, so each scenario gets a core of its own
+    and the quick tests fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("integration") is None)

@@ -104,3 +104,18 @@ def test_the_schema_file_is_what_snakemake_validates_against(good):
     validate(copy.deepcopy(good), str(P.SCHEMA_PATH))          # the good file passes
     with pytest.raises(Exception, match="lrr"):
         validate(broken(good, lambda p: p.update(lrr=1)), str(P.SCHEMA_PATH))
+
+
+def test_pretrained_must_name_an_experiment_of_the_study_without_cycles(good):
+    name, other = list(good["experiments"])[:2]
+    p = broken(good, lambda p: p["experiments"][name].update(pretrained="no_such_run"))
+    with pytest.raises(P.ParamsError, match=rf"experiments\.{name}\.pretrained: 'no_such_run' is neither"):
+        P.validate(p)
+
+    def cycle(p):
+        p["experiments"][name]["pretrained"] = other
+        p["experiments"][other]["pretrained"] = name
+    with pytest.raises(P.ParamsError, match=rf"chain {name} -> {other} -> {name} is a cycle"):
+        P.validate(broken(good, cycle))
+    ok = broken(good, lambda p: p["experiments"][name].update(pretrained=other))
+    assert P.validate(ok)["experiments"][name]["pretrained"] == other

@@ -1,9 +1,9 @@
 """End to end on the bundled digits data, with Snakemake and with DVC, in temporary copies.
 
 Asserts, from each tool's own output, exactly which stages rerun after each kind of change, and
-that neither tool redoes the other's up-to-date work. The copy trains 2 epochs instead of the
-demo's default, and adds a second data set (`digits_alt`) with its own experiment so that "only
-that data set's chain" is a real claim.
+that neither tool redoes the other's up-to-date work. The copy keeps three cheap demo
+experiments at 2 epochs, and adds a second data set (`digits_alt`) with its own experiment, so that
+"only that data set's chain" is a real claim, and an experiment fine-tuned from another's checkpoint.
 """
 from __future__ import annotations
 
@@ -68,11 +68,21 @@ def edit_params(project: Path, change) -> None:
     yaml.dump(doc, path)
 
 
-def add_second_dataset(doc, demo) -> None:
+KEEP = ("digits_mlp", "digits_lenet", "digits_lenet_adam")   # cheap; one of them sets its own lr
+
+
+def trim_for_tests(doc, demo) -> None:
+    """Few, short experiments (the rerun logic, not accuracy, is under test), a second data set,
+    and an experiment fine-tuned from another one's checkpoint."""
     doc["epochs"] = 2
+    for name in [e for e in demo["experiments"] if e not in KEEP]:
+        del demo["experiments"][name]
     demo["datasets"]["digits_alt"] = {"source": {"kind": "sklearn_digits"}, "test_fraction": 0.2,
                                       "val_fraction": 0.2, "split_seed": 1}
-    demo["experiments"]["alt_mlp"] = {"dataset": "digits_alt", "model": {"name": "mlp", "hidden": [32]}}
+    demo["experiments"]["alt_mlp"] = {"dataset": "digits_alt", "model": {"name": "mlp", "hidden": [32]},
+                                      "lr": 0.1}
+    demo["experiments"]["mlp_child"] = {"dataset": "digits", "model": {"name": "mlp", "hidden": [64]},
+                                        "pretrained": "digits_mlp", "finetune": "last_layer"}
 
 
 def model_bytes(project: Path) -> dict[str, bytes]:
@@ -82,12 +92,12 @@ def model_bytes(project: Path) -> dict[str, bytes]:
 @pytest.fixture
 def demo(project: Path) -> dict:
     """The copy's experiments, split into those inheriting the global lr and the rest."""
-    edit_params(project, add_second_dataset)
+    edit_params(project, trim_for_tests)
     run(["git", "commit", "-qam", "test setup"], cwd=project)
     doc = yaml.load(project / "params.yaml")
     exps = doc["studies"]["demo"]["experiments"]
     return {"all": set(exps), "inherit_lr": {e for e, v in exps.items() if "lr" not in v},
-            "on_digits": {e for e, v in exps.items() if v["dataset"] == "digits"}}
+            "on_alt": {e for e, v in exps.items() if v["dataset"] == "digits_alt"}}
 
 
 def assert_no_training(out: str, project: Path, before: dict[str, bytes]) -> None:
@@ -97,6 +107,7 @@ def assert_no_training(out: str, project: Path, before: dict[str, bytes]) -> Non
 
 # ---- the scenarios -----------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("snakemake")
 def test_snakemake_reruns_exactly_what_changed(project, demo):
     jobs, out = snakemake(project)
     assert by_stage(jobs, "train") == demo["all"] and by_stage(jobs, "evaluate") == demo["all"]
@@ -130,11 +141,16 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
     assert jobs == set() and "Nothing to be done" in out
 
     # one data set's split: its chain and its experiments only
-    edit_params(project, lambda doc, d: d["datasets"]["digits"].__setitem__("val_fraction", 0.25))
+    edit_params(project, lambda doc, d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
     jobs, _ = snakemake(project)
-    assert {"prepare@digits", "stats@digits"} <= jobs
-    assert not {"download@digits", "prepare@digits_alt", "stats@digits_alt", "download@digits_alt"} & jobs
-    assert by_stage(jobs, "train") == demo["on_digits"] and "alt_mlp" not in by_stage(jobs, "train")
+    assert {"prepare@digits_alt", "stats@digits_alt"} <= jobs
+    assert not {"download@digits_alt", "prepare@digits", "stats@digits", "download@digits"} & jobs
+    assert by_stage(jobs, "train") == demo["on_alt"] == {"alt_mlp"}
+
+    # a parent's own change retrains the experiments fine-tuned from its checkpoint too
+    edit_params(project, lambda doc, d: d["experiments"]["digits_mlp"].__setitem__("seed", 7))
+    jobs, _ = snakemake(project)
+    assert by_stage(jobs, "train") == {"digits_mlp", "mlp_child"}
 
     # a new experiment: trained alone, picked up by the report
     edit_params(project, lambda doc, d: d["experiments"].__setitem__(
@@ -144,6 +160,7 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
     assert "new_mlp" in (project / "results/report.html").read_text()
 
 
+@pytest.mark.xdist_group("dvc")
 def test_dvc_reruns_exactly_what_changed(project, demo):
     stages, out = dvc(project, "repro")
     assert by_stage(stages, "train") == demo["all"]
@@ -168,11 +185,11 @@ def test_dvc_reruns_exactly_what_changed(project, demo):
     stages, out = dvc(project, "repro")
     assert stages == set()
 
-    edit_params(project, lambda doc, d: d["datasets"]["digits"].__setitem__("val_fraction", 0.25))
+    edit_params(project, lambda doc, d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
     stages, _ = dvc(project, "repro")
-    assert {"prepare@digits", "stats@digits"} <= stages
-    assert not {"download@digits", "prepare@digits_alt", "stats@digits_alt"} & stages
-    assert by_stage(stages, "train") == demo["on_digits"]
+    assert {"prepare@digits_alt", "stats@digits_alt"} <= stages
+    assert not {"download@digits_alt", "prepare@digits", "stats@digits"} & stages
+    assert by_stage(stages, "train") == demo["on_alt"] == {"alt_mlp"}
 
     edit_params(project, lambda doc, d: d["experiments"].__setitem__(
         "new_mlp", {"dataset": "digits", "model": {"name": "mlp", "hidden": [16]}}))
