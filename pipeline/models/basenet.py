@@ -7,6 +7,7 @@ unpadded 5x5 convs (6, 16) each with ReLU and 2x2 max-pool, then fc 400 -> 50 (T
 from torch import nn
 
 from pipeline.models import register
+from pipeline.models.blocks import fc_layers
 
 
 @register("basenet")
@@ -21,9 +22,5 @@ def build(in_channels, image_size, num_classes, channels=(6, 16), fc=(50,)) -> n
         layers += [nn.Conv2d(c, out, kernel_size=5), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         c = out
     layers.append(nn.Flatten())                                 # (B, c*h*w): 16*5*5 = 400 at 32 px
-    width = c * h * w
-    for f in fc:
-        layers += [nn.Linear(width, f), nn.ReLU(inplace=True)]
-        width = f
-    layers.append(nn.Linear(width, num_classes))                # (B, num_classes)
+    layers += fc_layers(c * h * w, fc, num_classes)             # (B, num_classes)
     return nn.Sequential(*layers)

@@ -35,6 +35,17 @@ def conv_stack(spec: list, in_channels: int, image_size: tuple[int, int], batch_
     return nn.Sequential(*layers), (c, h, w)
 
 
+def fc_layers(width: int, hidden, num_classes: int, dropout: float | None = None) -> list[nn.Module]:
+    """Linear + ReLU (+ Dropout when given) per hidden width, then the classifier: (B, width) -> (B, K)."""
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
+        if dropout is not None:
+            layers.append(nn.Dropout(dropout))
+        width = h
+    return layers + [nn.Linear(width, num_classes)]
+
+
 def scale(spec: list, width: float) -> list:
     """The spec with every conv's channel count multiplied by `width` (for cheap instances)."""
     return [max(1, round(x * width)) if isinstance(x, int) else x for x in spec]

@@ -2,6 +2,7 @@
 from torch import nn
 
 from pipeline.models import register
+from pipeline.models.blocks import fc_layers
 
 
 @register("lenet")
@@ -15,9 +16,5 @@ def build(in_channels, image_size, num_classes, channels=(6, 16), fc=(120, 84)) 
             raise ValueError(f"lenet: {len(channels)} pooling blocks are too many for "
                              f"{image_size[0]}x{image_size[1]} input; use fewer `channels`")
     layers.append(nn.Flatten())                                 # (B, c*h*w)
-    width = c * h * w
-    for f in fc:
-        layers += [nn.Linear(width, f), nn.ReLU(inplace=True)]
-        width = f
-    layers.append(nn.Linear(width, num_classes))                # (B, num_classes)
+    layers += fc_layers(c * h * w, fc, num_classes)             # (B, num_classes)
     return nn.Sequential(*layers)
