@@ -13,14 +13,14 @@ from pipeline import engine, layers, models, params
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = params.load(ROOT / "params.yaml")
 # (channels, image size, classes) of each data set the studies use, before any input_size resize.
-SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100),
+SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "cifar100_8020": (3, 32, 100),
           "tiny_imagenet": (3, 64, 200), "cub200": (3, 256, 200), "cifar10_jpeg": (3, 32, 10)}
 
 
 def experiments() -> dict[str, dict]:
     """Every experiment of every study, resolved (seed study first)."""
     out = {}
-    for study in ("seed", "demo"):
+    for study in ("seed", *(s for s in PARAMS["studies"] if s != "seed")):
         scope = {**PARAMS, **PARAMS["studies"][study]}
         out.update({name: params.experiment_config(scope, name) for name in scope["experiments"]})
     return out
