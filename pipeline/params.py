@@ -6,6 +6,7 @@ up-to-date check must not pay for importing torch.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import jsonschema
@@ -19,8 +20,14 @@ class ParamsError(ValueError):
     """params.yaml is unreadable or invalid; the message names the file and the key."""
 
 
+# libyaml's C parser where PyYAML has it: Snakemake evaluates the Snakefile on every run.
+SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.cache
 def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    """The parsed schema (cached: read once per process; treat it as read-only)."""
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=SafeLoader)
 
 
 def training_keys() -> list[str]:
@@ -74,7 +81,7 @@ def load(path: str | Path) -> dict:
     """Read and validate a params file."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=SafeLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path}: file not found; pass the project's params.yaml") from None
     except yaml.composer.ComposerError as e:

@@ -1,11 +1,13 @@
 """Wall times of the README demo and of no-op reruns, with each tool, in a fresh copy.
 
-    python scripts/bench_pipeline.py          (or: make bench)
+    python scripts/bench_pipeline.py [--keep DIR]          (or: make bench)
 
-Prints one line per measurement. The copy holds the project's files (no data, no results).
+Prints one line per measurement. The copies hold the project's files (no data, no results); they
+are deleted afterwards unless --keep names a folder to leave them in.
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -22,18 +24,29 @@ def timed(cmd: list[str], cwd: Path) -> float:
     return time.perf_counter() - start
 
 
+def measure(root: Path) -> list[tuple[str, float]]:
+    a = copy_project(root / "snakemake_first")
+    b = copy_project(root / "dvc_first")
+    return [
+        ("demo, snakemake (fresh copy)", timed(["snakemake"], a)),
+        ("no-op, snakemake", timed(["snakemake"], a)),
+        ("dvc repro over snakemake's outputs", timed(["dvc", "repro"], a)),
+        ("no-op, dvc repro", timed(["dvc", "repro"], a)),
+        ("demo, dvc repro (fresh copy)", timed(["dvc", "repro"], b)),
+        ("snakemake over dvc's outputs", timed(["snakemake"], b)),
+    ]
+
+
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        a = copy_project(Path(tmp) / "snakemake_first")
-        b = copy_project(Path(tmp) / "dvc_first")
-        rows = [
-            ("demo, snakemake (fresh copy)", timed(["snakemake"], a)),
-            ("no-op, snakemake", timed(["snakemake"], a)),
-            ("dvc repro over snakemake's outputs", timed(["dvc", "repro"], a)),
-            ("no-op, dvc repro", timed(["dvc", "repro"], a)),
-            ("demo, dvc repro (fresh copy)", timed(["dvc", "repro"], b)),
-            ("snakemake over dvc's outputs", timed(["snakemake"], b)),
-        ]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--keep", type=Path, help="leave the two project copies in this (new) folder")
+    args = ap.parse_args()
+    if args.keep:
+        args.keep.mkdir(parents=True)
+        rows = measure(args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = measure(Path(tmp))
     for name, seconds in rows:
         print(f"{seconds:8.1f} s  {name}")
 

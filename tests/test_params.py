@@ -119,3 +119,8 @@ def test_pretrained_must_name_an_experiment_of_the_study_without_cycles(good):
         P.validate(broken(good, cycle))
     ok = broken(good, lambda p: p["experiments"][name].update(pretrained=other))
     assert P.validate(ok)["experiments"][name]["pretrained"] == other
+
+
+def test_dvc_configure_stage_tracks_exactly_the_training_defaults_and_its_experiment():
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["configure"]["do"]
+    assert stage["params"] == ["experiments.${key}", *P.training_keys()]
