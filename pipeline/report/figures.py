@@ -79,7 +79,8 @@ def accuracy_bars(rows: list[dict]) -> str:
     ax.invert_yaxis()  # the order of params.yaml, top to bottom
     ax.set(xlabel="accuracy (%)", xlim=(0, 112))
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(fontsize=8, loc="outside upper center", ncols=2)   # above the bars, never over them
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
+              frameon=False)                                  # above the bars, never over them
     return to_uri(fig)
 
 
@@ -94,7 +95,8 @@ def dataset_curves(exps: list[dict]) -> str:
     for ax, title in zip(axes, ("train loss", "val loss", "val accuracy (%)")):
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()   # beside the last panel: tight layout makes room
+    axes[2].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=7)
     return to_uri(fig)
 
 
