@@ -100,6 +100,14 @@ def demo(project: Path) -> dict:
             "on_alt": {e for e, v in exps.items() if v["dataset"] == "digits_alt"}}
 
 
+def assert_reran_for_global_lr(jobs: set[str], demo: dict) -> None:
+    """After a change of the global lr: train/evaluate exactly where it is inherited, no data stage."""
+    assert by_stage(jobs, "train") == demo["inherit_lr"] != demo["all"]
+    assert by_stage(jobs, "evaluate") == demo["inherit_lr"]
+    assert not {j for j in jobs if j.split("@")[0] in ("download", "prepare", "stats")}
+    assert "report" in jobs
+
+
 def output_mtimes(project: Path) -> dict[str, int]:
     """mtime of every pipeline output (not logs, not the tools' records)."""
     return {str(p.relative_to(project)): p.stat().st_mtime_ns
@@ -141,10 +149,7 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
     # the global lr: only experiments inheriting it retrain; no data stage reruns
     edit_params(project, lambda doc, demo_: doc.__setitem__("lr", 0.02))
     jobs, _ = snakemake(project)
-    assert by_stage(jobs, "train") == demo["inherit_lr"] != demo["all"]
-    assert by_stage(jobs, "evaluate") == demo["inherit_lr"]
-    assert not {j for j in jobs if j.split("@")[0] in ("download", "prepare", "stats")}
-    assert "report" in jobs
+    assert_reran_for_global_lr(jobs, demo)
 
     # a comment-only edit reruns nothing
     with open(project / "params.yaml", "a") as f:
@@ -185,12 +190,9 @@ def test_dvc_reruns_exactly_what_changed(project, demo):
     assert jobs == set() and "Nothing to be done" in out
     assert_no_training(out, project, models)
 
-    # dvc exp run -S lr=...: configure reruns everywhere (cheap), training only where lr is inherited
+    # dvc exp run -S lr=...: configure reruns everywhere (cheap), training only where lr is inherited.
     stages, _ = dvc(project, "exp", "run", "-S", "lr=0.02")
-    assert by_stage(stages, "train") == demo["inherit_lr"] != demo["all"]
-    assert by_stage(stages, "evaluate") == demo["inherit_lr"]
-    assert not {s for s in stages if s.split("@")[0] in ("download", "prepare", "stats")}
-    assert "report" in stages
+    assert_reran_for_global_lr(stages, demo)
 
     with open(project / "params.yaml", "a") as f:
         f.write("# a note on the study\n")
