@@ -57,14 +57,10 @@ rule configure:
     shell: "python -m pipeline.configure --params params.yaml --experiment {wildcards.exp} --out {output} --log {log}"
 
 def pretrained_checkpoint(w):
-    """`pretrained: <experiment>` makes that experiment's checkpoint an input (none for null / imagenet)."""
+    """`pretrained: <experiment>` makes that experiment's checkpoint an input (none for null / imagenet).
+    P.load has already checked that it names an experiment of this study."""
     parent = P.experiment_config(config, w.exp)["pretrained"]
-    if parent in (None, "imagenet"):
-        return []
-    if parent not in config["experiments"]:
-        raise ValueError(f"params.yaml: experiments.{w.exp}.pretrained: {parent!r} is neither imagenet nor an "
-                         f"experiment of this study ({', '.join(EXPERIMENTS)})")
-    return f"results/experiments/{parent}/model.pt"
+    return [] if parent in (None, "imagenet") else f"results/experiments/{parent}/model.pt"
 
 rule train:
     input:

@@ -31,9 +31,14 @@ def cli(main) -> None:
     try:
         main()
     except (PipelineError, ParamsError) as e:
-        log.error("%s", e) if logging.getLogger().handlers else None
-        print(f"error: {e}", file=sys.stderr)
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (e,), None)
+        for handler in logging.getLogger().handlers:     # the stage's log file says why it failed
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+        print(f"error: {e}", file=sys.stderr)            # the terminal gets one line
         sys.exit(1)
+
+
 CODE_DIR = Path(__file__).parent
 
 

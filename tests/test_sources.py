@@ -15,7 +15,7 @@ import yaml
 
 import miniatures as mini
 from pipeline import download, prepare, params
-from pipeline.sources import archives, cifar
+from pipeline.sources import cifar
 from pipeline.stage import PipelineError
 
 
