@@ -27,4 +27,4 @@ bench: install         ## wall times of the demo and of no-op reruns with each t
 	$(BIN)/python scripts/bench_pipeline.py
 
 clean:                 ## generated data, results, logs and both tools' records (not the venv)
-	rm -rf data/raw data/prepared data/stats data/downloads results/experiments results/report.html logs .snakemake dvc.lock
+	rm -rf data/raw data/prepared data/stats data/downloads results/configs results/experiments results/report.html logs .snakemake dvc.lock

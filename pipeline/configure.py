@@ -1,11 +1,18 @@
-"""Stage configure: write one experiment's resolved config (defaults merged with its overrides).
+"""Stage configure: resolve params.yaml into one small JSON file per job of the other stages.
 
-    python -m pipeline.configure --params params.yaml --experiment digits_mlp \
-        --out results/digits_mlp/config.json
+    python -m pipeline.configure --params params.yaml --out results/configs
 
-Train depends on this file, not on params.yaml, so that changing the global `lr` retrains only
-the experiments that inherit it: for the others the file is rewritten byte-identical and both
-DVC (content hash) and Snakemake (params trigger) leave their training alone.
+Writes <out>/experiments/<exp>.json (the experiment's resolved config: defaults merged with its
+overrides; what train reads), <out>/datasets/<ds>.json (the data set's entry; prepare) and
+<out>/datasets/<ds>.source.json (its source only; download), and <out>/study.json (the study's
+name, and each experiment's data set, model, description and reported figure; the report).
+
+A file is rewritten only when its content changes, and files of jobs no longer in the study are
+removed. So each downstream job depends on exactly the params it uses: a new global `lr` changes
+only the configs of the experiments that inherit it. DVC runs this as a stage; the Snakefile calls
+`configure()` when it is parsed (Snakemake reruns a job when an input file is newer than its
+outputs, whoever built them, so a config file that changes exactly when its content does is
+what makes its reruns precise).
 """
 from __future__ import annotations
 
@@ -17,24 +24,47 @@ from pipeline import params as params_mod
 from pipeline import stage
 
 
-def configure(params: dict, experiment: str, out: Path) -> dict:
-    config = params_mod.experiment_config(params, experiment)
-    text = json.dumps(config, indent=1, sort_keys=True) + "\n"
-    if not (out.exists() and out.read_text() == text):  # unchanged file keeps its mtime
-        with stage.atomic_path(out) as tmp:
-            tmp.write_text(text)
-    return config
+def config_files(params: dict) -> dict[str, dict]:
+    """Relative path -> content of every config file for this study."""
+    files = {"study.json": {
+        "study": params["study"], "datasets": sorted(params["datasets"]),
+        "experiments": {name: {"dataset": e["dataset"], "model": e["model"]["name"],
+                               "description": e.get("description", ""),
+                               "reported": e.get("reported")} for name, e in params["experiments"].items()}}}
+    for ds in params["datasets"]:
+        cfg = params_mod.dataset_config(params, ds)
+        files[f"datasets/{ds}.json"] = cfg
+        files[f"datasets/{ds}.source.json"] = cfg["source"]
+    for exp in params["experiments"]:
+        files[f"experiments/{exp}.json"] = params_mod.experiment_config(params, exp)
+    return files
+
+
+def configure(params: dict, out: Path) -> list[str]:
+    """Bring `out` in line with params; return the files written (unchanged ones keep their mtime)."""
+    wanted = {out / rel: json.dumps(content, indent=1) + "\n"   # in params.yaml's order
+              for rel, content in config_files(params).items()}
+    written = []
+    for path, text in wanted.items():
+        if not (path.is_file() and path.read_text() == text):
+            with stage.atomic_path(path) as tmp:
+                tmp.write_text(text)
+            written.append(str(path))
+    for path in out.rglob("*.json") if out.is_dir() else []:
+        if path not in wanted:   # an experiment or data set no longer in the study
+            path.unlink()
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", required=True, type=Path)
-    ap.add_argument("--experiment", required=True)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    configure(params_mod.load(args.params), args.experiment, args.out)
+    written = configure(params_mod.load(args.params), args.out)
+    stage.log.info("configure: %d config file(s) changed in %s", len(written), args.out)
 
 
 if __name__ == "__main__":

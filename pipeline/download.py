@@ -1,7 +1,8 @@
 """Stage download: fetch one data set's raw files into its raw directory, verified.
 
-    python -m pipeline.download --params params.yaml --dataset cifar10 --out data/raw/cifar10
+    python -m pipeline.download --config results/configs/datasets/cifar10.source.json --out data/raw/cifar10
 
+--config is the data set's `source` entry, as the configure stage writes it.
 Published archives are looked up in the downloads directory (source.archive_dir, else
 $PIPELINE_DOWNLOADS, else data/downloads/) and used offline once their md5 passes; only a missing
 one is downloaded. The raw directory holds what was extracted from them and is rebuilt whole, so
@@ -14,7 +15,6 @@ import logging
 import os
 from pathlib import Path
 
-from pipeline import params as params_mod
 from pipeline import sources, stage
 from pipeline.sources import archives
 
@@ -46,17 +46,14 @@ def rescue_archive(source_cfg: dict, out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", required=True, type=Path)
-    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--config", required=True, type=Path, help="the data set's source entry (JSON)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    source = params_mod.dataset_config(params_mod.load(args.params), args.dataset)["source"]
+    source = stage.read_json(args.config)
     rescue_archive(source, args.out)
-    # a user's own folder or archive has no published md5 to pin it: its content is an input
-    inputs = [sources.folder.local_path(source)] if source["kind"] == "folder" else []
-    stage.run_stage("download", source, inputs, [args.out], lambda: download(source, args.out))
+    download(source, args.out)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,12 @@ def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) ->
     path = parent_checkpoint(config, experiments)
     if path is not None:
         parent = config["pretrained"]
-        theirs = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if "parent" in config and ckpt["config"] != config["parent"]["config"]:
+            raise PipelineError(
+                f"pretrained: {parent}: {path} was trained with another config than params.yaml now gives "
+                f"{parent}; train {parent} first (dvc repro train@{parent}, or snakemake, which does it itself)")
+        theirs = ckpt["state_dict"]
         own = model.net.state_dict()
         body = [k for k in own if not k.startswith(head + ".")]
         for k in body:
@@ -140,8 +145,10 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
 
 
 def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out: Path,
-        metrics_out: Path, layers_out: Path | None = None, experiments: Path | None = None) -> dict:
-    """Train one experiment, keeping the best-val checkpoint; write history, metrics, layer table."""
+        metrics_out: Path, run_out: Path, layers_out: Path | None = None,
+        experiments: Path | None = None) -> dict:
+    """Train one experiment, keeping the best-val checkpoint; write history, metrics, run record
+    (resolved config, library versions, sizes) and layer table. Returns metrics + run record."""
     from pipeline.stage import atomic_path
     generator = seed_everything(config["seed"])
     aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
@@ -179,12 +186,13 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
             break
     size = input_size(config, meta)
     table = layers.layer_table(model.net.cpu(), meta["channels"], size) if layers_out else None
-    metrics = {"best_epoch": best["epoch"], "best_val_acc": best["val_acc"], "best_val_loss": best["val_loss"],
-               "epochs_run": len(history), "stopped_early": len(history) < config["epochs"],
-               "train_time_s": round(time.perf_counter() - start, 3),
-               "params": sum(p.numel() for p in model.parameters()),
-               "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-               "input_size": list(size), "device": str(device), "config": config, "versions": versions()}
+    # train.json: the few scalars `dvc exp show` lists; run.json: what the run was, for the report.
+    metrics = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "epochs_run": len(history),
+               "train_time_s": round(time.perf_counter() - start, 3)}
+    run = {"best_val_loss": best["val_loss"], "stopped_early": len(history) < config["epochs"],
+           "params": sum(p.numel() for p in model.parameters()),
+           "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+           "input_size": list(size), "device": str(device), "config": config, "versions": versions()}
     with atomic_path(model_out) as tmp:
         torch.save({"state_dict": best_state, "config": config, "meta": meta, "stats": stats,
                     "epoch": best["epoch"]}, tmp)
@@ -193,9 +201,11 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     if layers_out:
         with atomic_path(layers_out) as tmp:
             table.to_csv(tmp, index=False)
+    with atomic_path(run_out) as tmp:
+        tmp.write_text(json.dumps(run, indent=1))
     with atomic_path(metrics_out) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
-    return metrics
+    return {**metrics, **run}
 
 
 def _csv(rows: list[dict]) -> str:

@@ -2,10 +2,11 @@
 
     python -m pipeline.evaluate --model results/digits_mlp/model.pt --prepared data/prepared/digits \
         --metrics results/digits_mlp/test.json --predictions results/digits_mlp/predictions.csv \
-        --confusion results/digits_mlp/confusion.csv
+        --per_class results/digits_mlp/per_class.csv --confusion results/digits_mlp/confusion.csv
 
-test.json: test loss, top-1 and top-5 accuracy, per-class accuracy; predictions.csv: one row per
-test image (index, true and predicted label); confusion.csv: counts, rows true, columns predicted.
+test.json: test top-1 and top-5 accuracy and loss (the scalars `dvc exp show` lists); per_class.csv: accuracy and image count per class; predictions.csv: one
+row per test image (index, true and predicted label); confusion.csv: counts, rows true, columns
+predicted.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def scores(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     }
 
 
-def evaluate(checkpoint: Path, prepared: Path, metrics: Path, predictions: Path, confusion: Path) -> dict:
+def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, predictions: Path,
+             confusion: Path) -> dict:
     import pandas as pd
     from pipeline import data, engine  # torch is imported only once there is work to do
     model, ckpt, device = engine.load_model(checkpoint)
@@ -45,9 +47,9 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, predictions: Path,
     labels = test.labels.cpu().numpy()
     classes = data.load_meta(prepared)["classes"]
     result = scores(logits, labels, classes)
-    cm, pred = result.pop("confusion"), result.pop("pred")
-    result.update(best_epoch=ckpt["epoch"], n_test=int(len(labels)), config=ckpt["config"],
-                  versions=engine.versions())
+    cm, pred, acc = result.pop("confusion"), result.pop("pred"), result.pop("per_class_acc")
+    with stage.atomic_path(per_class) as tmp:
+        pd.DataFrame({"class": classes, "accuracy": list(acc.values()), "images": cm.sum(1)}).to_csv(tmp, index=False)
     with stage.atomic_path(predictions) as tmp:
         pd.DataFrame({"index": np.arange(len(labels)), "true": labels, "pred": pred,
                       "true_name": np.asarray(classes)[labels], "pred_name": np.asarray(classes)[pred]}
@@ -61,14 +63,12 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, predictions: Path,
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("model", "prepared", "metrics", "predictions", "confusion"):
+    for name in ("model", "prepared", "metrics", "per_class", "predictions", "confusion"):
         ap.add_argument(f"--{name}", required=True, type=Path)
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    outputs = [args.metrics, args.predictions, args.confusion]
-    stage.run_stage("evaluate", {}, [args.model, args.prepared], outputs,
-                    lambda: evaluate(args.model, args.prepared, *outputs))
+    evaluate(args.model, args.prepared, args.metrics, args.per_class, args.predictions, args.confusion)
 
 
 if __name__ == "__main__":

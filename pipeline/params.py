@@ -6,7 +6,9 @@ up-to-date check must not pay for importing torch.
 from __future__ import annotations
 
 import copy
+import difflib
 import functools
+import re
 from pathlib import Path
 
 import jsonschema
@@ -20,8 +22,17 @@ class ParamsError(ValueError):
     """params.yaml is unreadable or invalid; the message names the file and the key."""
 
 
-# libyaml's C parser where PyYAML has it: Snakemake evaluates the Snakefile on every run.
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """PyYAML's safe loader (libyaml's C parser where available: Snakemake evaluates the Snakefile
+    on every run), reading numbers as YAML 1.2 does, like DVC and the people who type them:
+    `1e-3` and DVC's own `1e-05` are floats, not the strings YAML 1.1 makes of them."""
+
+
+SafeLoader.yaml_implicit_resolvers = {k: list(v) for k, v in SafeLoader.yaml_implicit_resolvers.items()}
+SafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 @functools.cache
@@ -39,65 +50,95 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "(top level)"
 
 
+def _did_you_mean(error: jsonschema.ValidationError) -> str:
+    """For an unknown key, the closest key the schema allows there (a typo'd `lrr` -> `lr`)."""
+    if error.validator != "additionalProperties":
+        return ""
+    allowed = list(error.schema.get("properties", {}))
+    extra = [k for k in error.instance if k not in allowed]
+    hints = [f"did you mean {m[0]!r} for {k!r}?" for k in extra
+             if (m := difflib.get_close_matches(k, allowed, n=1))]
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+def _schema_check(instance: object, schema: dict, source: str, prefix: str = "") -> None:
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+    if error is not None:
+        raise ParamsError(f"{source}: {prefix}{_key_path(error)}: {error.message}{_did_you_mean(error)}")
+
+
 def validate(params: object, source: str = "params.yaml") -> dict:
     """Return params if they satisfy the schema and cross-references; else raise ParamsError."""
-    validator = jsonschema.Draft202012Validator(load_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(params))
-    if error is not None:
-        raise ParamsError(f"{source}: {_key_path(error)}: {error.message}")
-    scopes = [("", params)] + [(f"studies.{n}.", st) for n, st in params["studies"].items()]
-    for prefix, scope in scopes:
-        for name, exp in scope["experiments"].items():
-            if exp["dataset"] not in scope["datasets"]:
-                known = ", ".join(sorted(scope["datasets"]))
-                raise ParamsError(
-                    f"{source}: {prefix}experiments.{name}.dataset: unknown data set {exp['dataset']!r}; "
-                    f"define it under {prefix}datasets: (known: {known})")
-        _check_pretrained(params, prefix, scope["experiments"], source)
+    _schema_check(params, load_schema(), source)
+    check_study(params, params, source)
     return params
 
 
-def _check_pretrained(params: dict, prefix: str, experiments: dict, source: str) -> None:
-    """`pretrained:` is null, imagenet, or another experiment of the same study, with no cycle."""
+def check_study(study: dict, defaults: dict, source: str) -> None:
+    """Cross-references of a study (its data sets and `pretrained:` parents) the schema cannot see."""
+    for name, exp in study["experiments"].items():
+        if exp["dataset"] not in study["datasets"]:
+            known = ", ".join(sorted(study["datasets"]))
+            raise ParamsError(f"{source}: experiments.{name}.dataset: unknown data set {exp['dataset']!r}; "
+                              f"define it under datasets: (known: {known})")
+    _check_pretrained(study["experiments"], defaults.get("pretrained"), source)
+
+
+def _check_pretrained(experiments: dict, default: str | None, source: str) -> None:
+    """`pretrained:` is null, imagenet, or an experiment listed before this one, with no cycle.
+
+    "Before": DVC's foreach cannot declare the parent's checkpoint as a dependency, and runs stages
+    in the order they are listed, so the parent is trained first (see configure's `parent` key).
+    """
+    order = {name: i for i, name in enumerate(experiments)}
+
     def parent(name):
-        value = experiments[name].get("pretrained", params.get("pretrained"))
+        value = experiments[name].get("pretrained", default)
         return None if value in (None, "imagenet") else value
     for name in experiments:
         seen, node = [name], parent(name)
         while node is not None:
             if node not in experiments:
                 raise ParamsError(
-                    f"{source}: {prefix}experiments.{seen[-1]}.pretrained: {node!r} is neither imagenet nor "
+                    f"{source}: experiments.{seen[-1]}.pretrained: {node!r} is neither imagenet nor "
                     f"an experiment of this study; name one of: {', '.join(experiments)}")
             if node in seen:
                 raise ParamsError(
-                    f"{source}: {prefix}experiments.{name}.pretrained: the chain {' -> '.join(seen + [node])} "
+                    f"{source}: experiments.{name}.pretrained: the chain {' -> '.join(seen + [node])} "
                     f"is a cycle; an experiment can only start from one that does not start from it")
             seen.append(node)
             node = parent(node)
+    for name in experiments:
+        node = parent(name)
+        if node is not None and order[node] > order[name]:
+            raise ParamsError(f"{source}: experiments.{name}.pretrained: {node!r} is listed after {name!r}; "
+                              f"move it above, so that it is trained first")
+
+
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file; a missing or malformed file is one ParamsError naming it."""
+    path = Path(path)
+    try:
+        return yaml.load(path.read_text(), Loader=SafeLoader)
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
 def load(path: str | Path) -> dict:
     """Read and validate a params file."""
-    path = Path(path)
-    try:
-        params = yaml.load(path.read_text(), Loader=SafeLoader)
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found; pass the project's params.yaml") from None
-    except yaml.composer.ComposerError as e:
-        if "undefined alias" not in str(e):
-            raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-        raise ParamsError(
-            f"{path}: the study alias in `<<: *NAME` is not defined ({' '.join(str(e).split())}); "
-            f"give the study its anchor under studies:, e.g. `seed: &seed` "
-            f"(`dvc exp run -S` drops anchors that nothing refers to)") from None
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-    return validate(params, source=str(path))
+    return validate(read_yaml(path), source=str(path))
 
 
 def experiment_config(params: dict, name: str) -> dict:
-    """The experiment's resolved config: top-level defaults merged with its own overrides."""
+    """The experiment's resolved config: top-level defaults merged with its own overrides.
+
+    An experiment fine-tuned from another one (`pretrained: <experiment>`) carries that one's
+    resolved config and data set entry under `parent`: whatever retrains the parent changes the
+    child's config too, so both tools retrain the child, though DVC cannot list the checkpoint.
+    """
     if name not in params["experiments"]:
         raise ParamsError(f"unknown experiment {name!r}; known: {', '.join(sorted(params['experiments']))}")
     exp = copy.deepcopy(params["experiments"][name])
@@ -106,6 +147,10 @@ def experiment_config(params: dict, name: str) -> dict:
     config = {key: params[key] for key in training_keys()}
     config.update(exp)
     config["name"] = name
+    if config["pretrained"] not in (None, "imagenet"):
+        parent = config["pretrained"]
+        config["parent"] = {"config": experiment_config(params, parent),
+                            "dataset": dataset_config(params, params["experiments"][parent]["dataset"])}
     return dict(sorted(config.items()))
 
 

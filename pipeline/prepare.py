@@ -1,7 +1,9 @@
 """Stage prepare: decode a data set once into the prepared form every later stage reads.
 
-    python -m pipeline.prepare --params params.yaml --dataset digits \
+    python -m pipeline.prepare --config results/configs/datasets/digits.json \
         --raw data/raw/digits --out data/prepared/digits [--workers N]
+
+--config is the data set's entry in params.yaml, as the configure stage writes it.
 
 The prepared form, the same for every data set (small ones can then live wholly on the GPU):
     {train,val,test}_images.npy   uint8 (N, H, W, C), memory-mappable
@@ -29,7 +31,6 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from pipeline import params as params_mod
 from pipeline import sources, stage
 
 log = logging.getLogger("pipeline.prepare")
@@ -197,17 +198,14 @@ def prepare(cfg: dict, raw_dir: Path, out: Path, workers: int = 0) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", required=True, type=Path)
-    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--config", required=True, type=Path, help="the data set's entry (JSON)")
     ap.add_argument("--raw", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    cfg = params_mod.dataset_config(params_mod.load(args.params), args.dataset)
-    stage.run_stage("prepare", cfg, [args.raw], [args.out],
-                    lambda: prepare(cfg, args.raw, args.out, args.workers))
+    prepare(stage.read_json(args.config), args.raw, args.out, args.workers)
 
 
 if __name__ == "__main__":

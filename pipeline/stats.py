@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    stage.run_stage("stats", {}, [args.prepared / "train_images.npy"], [args.out],
-                    lambda: stats(args.prepared, args.out))
+    stats(args.prepared, args.out)
 
 
 if __name__ == "__main__":

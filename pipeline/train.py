@@ -1,14 +1,16 @@
 """Stage train: train one experiment and keep its best-on-val checkpoint.
 
-    python -m pipeline.train --config results/experiments/digits_mlp/config.json \
+    python -m pipeline.train --config results/configs/experiments/digits_mlp.json \
         --prepared data/prepared/digits --stats data/stats/digits.json \
         --model results/experiments/digits_mlp/model.pt --history results/experiments/digits_mlp/history.csv \
-        --metrics results/experiments/digits_mlp/train.json --layers results/experiments/digits_mlp/layers.csv \
-        --experiments results/experiments
+        --metrics results/experiments/digits_mlp/train.json --run results/experiments/digits_mlp/run.json \
+        --layers results/experiments/digits_mlp/layers.csv --experiments results/experiments
 
-history.csv has one row per epoch (train/val loss and accuracy, lr) and is what `dvc plots`
-draws; train.json (best val accuracy, epochs, train time, resolved config, library versions)
-is what `dvc exp show` lists; layers.csv is the model's layer table (see pipeline/layers.py).
+--config is the experiment's resolved config, as the configure stage writes it. history.csv has one
+row per epoch (train/val loss and accuracy, lr) and is what `dvc plots` draws; train.json (best val
+accuracy and loss, its epoch, epochs run, train time) is what `dvc exp show` lists; run.json holds
+the resolved config, library versions, device and parameter counts; layers.csv is the model's
+layer table (see pipeline/layers.py).
 --experiments is the folder holding other experiments' checkpoints, read only when the config's
 `pretrained:` names one (<experiments>/<name>/model.pt).
 """
@@ -36,28 +38,24 @@ def parent_checkpoint(config: dict, experiments: Path | None) -> Path | None:
 
 
 def train(config: dict, prepared: Path, stats_path: Path, model: Path, history: Path, metrics: Path,
-          layers: Path | None = None, experiments: Path | None = None) -> dict:
+          run: Path, layers: Path | None = None, experiments: Path | None = None) -> dict:
     from pipeline import engine  # torch is imported only once there is work to do
     return engine.fit(config, prepared, json.loads(stats_path.read_text()), model, history, metrics,
-                      layers, experiments)
+                      run, layers, experiments)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("config", "prepared", "stats", "model", "history", "metrics"):
+    for name in ("config", "prepared", "stats", "model", "history", "metrics", "run"):
         ap.add_argument(f"--{name}", required=True, type=Path)
     ap.add_argument("--layers", type=Path, help="layer table to write (CSV)")
     ap.add_argument("--experiments", type=Path, help="folder of other experiments' checkpoints")
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    config = json.loads(args.config.read_text())
-    parent = parent_checkpoint(config, args.experiments)
-    inputs = [args.config, args.prepared, args.stats] + ([parent] if parent else [])
-    outputs = [args.model, args.history, args.metrics] + ([args.layers] if args.layers else [])
-    stage.run_stage("train", config, inputs, outputs,
-                    lambda: train(config, args.prepared, args.stats, args.model, args.history, args.metrics,
-                                  args.layers, args.experiments))
+    config = stage.read_json(args.config)
+    train(config, args.prepared, args.stats, args.model, args.history, args.metrics, args.run,
+          args.layers, args.experiments)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python scripts/bench_cpu_epoch.py --experiment cifarnet_best --steps 5
 
-Uses the experiment's resolved config from params.yaml (studies.seed), random uint8 images of the
+Uses the experiment's resolved config from studies/seed.yaml with params.yaml's defaults, random uint8 images of the
 data set's shape, its augmentation, loss and optimizer; reports the median step time and the
 implied time for one epoch of `--train-size` images. A timing, not a test.
 """
@@ -31,7 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     p = params.load(Path(__file__).resolve().parents[1] / "params.yaml")
-    scope = {**p, **p["studies"]["seed"]}
+    scope = {**p, **params.read_yaml(Path(__file__).resolve().parents[1] / "studies" / "seed.yaml")}
     config = {**params.experiment_config(scope, args.experiment), "device": "cpu", "pretrained": None}
     c, size, k = SHAPES[config["dataset"]]
     meta = {"channels": c, "image_size": [size, size], "classes": [str(i) for i in range(k)]}

@@ -58,22 +58,23 @@ def measure(cmd: list[str]) -> tuple[float, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="cifar10_jpeg")
-    ap.add_argument("--study", default="seed", help="study under studies: holding the data set")
+    ap.add_argument("--study", default="seed", help="the study (studies/<name>.yaml) holding the data set")
     ap.add_argument("--workers", type=int, default=0)
     args = ap.parse_args()
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["datasets"].update(params["studies"][args.study]["datasets"])   # experiments untouched
+    study = yaml.safe_load((ROOT / "studies" / f"{args.study}.yaml").read_text())
+    cfg = study["datasets"][args.dataset]
     py = sys.executable
     print(f"cores {len(os.sched_getaffinity(0))}, load average before {os.getloadavg()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+        (tmp / "source.json").write_text(json.dumps(cfg["source"]))
+        (tmp / "dataset.json").write_text(json.dumps(cfg))
         raw, prep, stats = tmp / "raw", tmp / "prepared", tmp / "stats.json"
-        p = ["--params", str(tmp / "params.yaml"), "--dataset", args.dataset]
         results = {
-            "download": measure([py, "-m", "pipeline.download", *p, "--out", str(raw)]),
-            "prepare": measure([py, "-m", "pipeline.prepare", *p, "--raw", str(raw), "--out", str(prep),
-                                "--workers", str(args.workers)]),
+            "download": measure([py, "-m", "pipeline.download", "--config", str(tmp / "source.json"),
+                                 "--out", str(raw)]),
+            "prepare": measure([py, "-m", "pipeline.prepare", "--config", str(tmp / "dataset.json"),
+                                "--raw", str(raw), "--out", str(prep), "--workers", str(args.workers)]),
             "stats": measure([py, "-m", "pipeline.stats", "--prepared", str(prep), "--out", str(stats)]),
         }
         meta = json.loads((prep / "meta.json").read_text())

@@ -1,10 +1,13 @@
 """A fabricated study for the report's tests and size benchmark: real file formats, no training.
 
-    python scripts/report_fixture.py OUT_DIR [--experiments 23]     # then run the report on OUT_DIR
+    python scripts/report_fixture.py OUT_DIR [--experiments 23]
+    cd OUT_DIR && python -m pipeline.report --study results/configs/study.json \
+        --results results/experiments --prepared data/prepared --stats data/stats --out results/report.html
 
 Writes OUT_DIR/params.yaml (the project's own params with synthetic `datasets`/`experiments`),
-data/prepared/<ds>/, data/stats/<ds>.json and results/experiments/<exp>/ exactly as the prepare,
-stats, train and evaluate stages lay them out, with known numbers the tests can check against.
+results/configs/ (as the configure stage writes it, study.json included), data/prepared/<ds>/,
+data/stats/<ds>.json and results/experiments/<exp>/ exactly as the prepare, stats, train and
+evaluate stages lay them out, with known numbers the tests can check against.
 """
 from __future__ import annotations
 
@@ -19,11 +22,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline import configure  # noqa: E402
 from pipeline import params as params_mod  # noqa: E402
 
 # name -> (classes, image size, channels, test images): shaped like the study's real data sets
 SHAPES = {"digits": (10, 8, 1, 60), "cifar10": (10, 32, 3, 100), "cifar100": (100, 32, 3, 400),
           "tiny": (200, 64, 3, 400)}
+VERSIONS = {"python": "3.11", "torch": "2.11", "torchvision": "0.26", "numpy": "2.3", "cuda": None,
+            "platform": "Linux", "device_name": "cpu"}
 
 
 def write_dataset(root: Path, name: str, n_classes: int, size: int, channels: int, n_test: int,
@@ -47,11 +53,16 @@ def write_dataset(root: Path, name: str, n_classes: int, size: int, channels: in
 
 
 def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[str], wrong_every: int,
-                     epochs: int = 6, epochs_run: int | None = None, **train_extra) -> dict:
-    """Outputs of train + evaluate where every `wrong_every`-th test image is predicted as the next class."""
+                     config: dict, epochs_run: int | None = None, stopped_early: bool | None = None) -> dict:
+    """Outputs of train + evaluate where every `wrong_every`-th test image is predicted as the next class.
+
+    `config` is the experiment's resolved config (what run.json records; its `epochs` is the budget).
+    The run trains `epochs_run` epochs (default: the whole budget); `stopped_early` defaults to what
+    the train stage writes (fewer epochs run than configured) and can be forced to test the reader.
+    """
     d = root / "results" / "experiments" / name
     d.mkdir(parents=True, exist_ok=True)
-    k, epochs_run = len(classes), epochs_run or epochs
+    k, epochs_run = len(classes), epochs_run or config["epochs"]
     pred = labels.copy()
     pred[::wrong_every] = (labels[::wrong_every] + 1) % k
     cm = np.zeros((k, k), int)
@@ -60,27 +71,36 @@ def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[st
     ep = np.arange(1, epochs_run + 1)
     pd.DataFrame({"epoch": ep, "train_loss": 2 / ep, "train_acc": 1 - 0.5 / ep, "val_loss": 2.2 / ep,
                   "val_acc": acc - 0.3 / ep, "lr": 0.05}).to_csv(d / "history.csv", index=False)
-    train = {"best_epoch": epochs_run, "best_val_acc": acc - 0.3 / epochs_run, "best_val_loss": 2.2 / epochs_run,
-             "epochs_run": epochs_run, "train_time_s": 1.5 * wrong_every, "params": 1000 * wrong_every,
-             "device": "cpu", "config": {}, "versions": {"python": "3.11", "torch": "2.11", "torchvision": "0.26",
-                                                         "cuda": None, "device_name": "cpu", "platform": "Linux"},
-             **train_extra}
-    (d / "train.json").write_text(json.dumps(train))
+    # train.json: scalars only (what `dvc exp show` lists); run.json: what the run was
+    train = {"best_val_acc": acc - 0.3 / epochs_run, "best_epoch": epochs_run, "epochs_run": epochs_run,
+             "train_time_s": 1.5 * wrong_every}
+    (d / "train.json").write_text(json.dumps(train, indent=1))
+    meta = root / "data" / "prepared" / config.get("dataset", "") / "meta.json"
+    size = ([config["input_size"]] * 2 if config.get("input_size")
+            else json.loads(meta.read_text())["image_size"] if meta.is_file() else None)
+    run = {"best_val_loss": 2.2 / epochs_run, "stopped_early": epochs_run < config["epochs"] if stopped_early is None else stopped_early,
+           "params": 1000 * wrong_every, "trainable_params": 1000 * wrong_every, "input_size": size,
+           "device": "cpu", "config": config, "versions": dict(VERSIONS)}
+    (d / "run.json").write_text(json.dumps(run, indent=1))
+    # test.json: scalars only; per_class.csv: accuracy (a fraction) and test images per class
+    test = {"test_acc": acc, "test_top5": min(1.0, acc + 0.05), "test_loss": 1 - acc}
+    (d / "test.json").write_text(json.dumps(test, indent=1))
     per_class = {c: float(cm[i, i] / cm[i].sum()) for i, c in enumerate(classes)}
-    test = {"test_loss": 1 - acc, "test_acc": acc, "test_top5": min(1.0, acc + 0.05), "per_class_acc": per_class,
-            "best_epoch": epochs_run, "n_test": len(labels), "config": {}, "versions": train["versions"]}
-    (d / "test.json").write_text(json.dumps(test))
+    pd.DataFrame({"class": classes, "accuracy": list(per_class.values()), "images": cm.sum(1)}
+                 ).to_csv(d / "per_class.csv", index=False)
     pd.DataFrame({"index": np.arange(len(labels)), "true": labels, "pred": pred,
                   "true_name": np.asarray(classes)[labels], "pred_name": np.asarray(classes)[pred]}
                  ).to_csv(d / "predictions.csv", index=False)
     pd.DataFrame(cm, index=classes, columns=classes).to_csv(d / "confusion.csv")
-    return {"test_acc": acc, "train": train, "test": test}
+    return {"test_acc": acc, "train": train, "run": run, "test": test, "per_class": per_class}
 
 
 def write_params(root: Path, datasets: list[str], experiments: dict[str, dict]) -> dict:
-    """The project's params.yaml with these data sets and experiments (model spec of the demo's first)."""
+    """The project's params.yaml as study `report_fixture` with these data sets and experiments (model
+    spec of the demo's first)."""
     params = params_mod.load(ROOT / "params.yaml")
     model = next(iter(params["experiments"].values()))["model"]
+    params["study"] = "report_fixture"
     params["datasets"] = {ds: {"source": {"kind": "sklearn_digits"}, "test_fraction": 0.2, "val_fraction": 0.2,
                                "split_seed": 0} for ds in datasets}
     params["experiments"] = {name: {"dataset": spec["dataset"], "model": dict(model),
@@ -91,21 +111,26 @@ def write_params(root: Path, datasets: list[str], experiments: dict[str, dict]) 
 
 
 def make_study(root: Path, n_experiments: int = 3, datasets: tuple[str, ...] = ("digits",)) -> dict:
-    """n experiments spread over `datasets`, with distinct accuracies; every other one has a reported figure."""
+    """n experiments spread over `datasets`, with distinct accuracies; every other one has a reported figure.
+
+    Returns {"params": the params written, "study": the study dict the report takes (configure's
+    study.json, also written to results/configs/), "truth": per experiment what was written}.
+    """
     root.mkdir(parents=True, exist_ok=True)
     labels = {ds: write_dataset(root, ds, *SHAPES[ds]) for ds in datasets}
-    specs, truth = {}, {}
-    epochs = params_mod.load(ROOT / "params.yaml")["epochs"]   # every fake run trains its full budget
+    specs = {}
     for i in range(n_experiments):
         ds = datasets[i % len(datasets)]
-        name = f"{ds}_exp{i:02d}"
-        classes = json.loads((root / "data/prepared" / ds / "meta.json").read_text())["classes"]
-        truth[name] = write_experiment(root, name, labels[ds], classes, wrong_every=3 + i,
-                                       epochs=epochs)
-        specs[name] = {"dataset": ds, "description": f"fake experiment {i}"}
-        if i % 2 == 0:
-            specs[name]["reported"] = 70.0 + i
-    return {"params": write_params(root, list(datasets), specs), "truth": truth}
+        specs[f"{ds}_exp{i:02d}"] = {"dataset": ds, "description": f"fake experiment {i}",
+                                     **({"reported": 70.0 + i} if i % 2 == 0 else {})}
+    params = write_params(root, list(datasets), specs)
+    configure.configure(params, root / "results" / "configs")
+    truth = {}
+    for i, (name, spec) in enumerate(specs.items()):   # every fake run trains its full budget
+        classes = json.loads((root / "data/prepared" / spec["dataset"] / "meta.json").read_text())["classes"]
+        truth[name] = write_experiment(root, name, labels[spec["dataset"]], classes, wrong_every=3 + i,
+                                       config=params_mod.experiment_config(params, name))
+    return {"params": params, "study": configure.config_files(params)["study.json"], "truth": truth}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The configure stage's byte-stable output and evaluate's metric arithmetic."""
+"""The configure stage's per-job config files and evaluate's metric arithmetic."""
 from __future__ import annotations
 
 import json
@@ -13,19 +13,44 @@ from pipeline import params as P
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_configure_writes_the_resolved_config_and_keeps_an_unchanged_file(tmp_path):
+def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
     params = P.load(ROOT / "params.yaml")
-    name = next(n for n, e in params["experiments"].items() if "lr" not in e)   # inherits lr
-    out = tmp_path / "config.json"
-    cfg = configure.configure(params, name, out)
-    assert json.loads(out.read_text()) == cfg == P.experiment_config(params, name)
-    mtime = out.stat().st_mtime_ns
-    configure.configure(params, name, out)
-    assert out.stat().st_mtime_ns == mtime                    # untouched: no false rerun downstream
-    params = {**params, "lr": params["lr"] * 2}
-    configure.configure(params, name, out)
-    assert json.loads(out.read_text())["lr"] == cfg["lr"] * 2
-    assert out.stat().st_mtime_ns != mtime
+    inherits = [n for n, e in params["experiments"].items() if "lr" not in e]
+    own = [n for n, e in params["experiments"].items() if "lr" in e]
+    out = tmp_path / "configs"
+    written = configure.configure(params, out)
+    assert len(written) == 1 + 2 * len(params["datasets"]) + len(params["experiments"])
+    for n in params["experiments"]:
+        assert json.loads((out / f"experiments/{n}.json").read_text()) == P.experiment_config(params, n)
+    ds = next(iter(params["datasets"]))
+    assert json.loads((out / f"datasets/{ds}.source.json").read_text()) == params["datasets"][ds]["source"]
+    study = json.loads((out / "study.json").read_text())
+    assert list(study["experiments"]) == list(params["experiments"])          # params.yaml's order
+    assert configure.configure(params, out) == []                            # nothing rewritten
+
+    # a new global lr: exactly the configs of the experiments that inherit it
+    written = configure.configure({**params, "lr": params["lr"] * 2}, out)
+    assert sorted(written) == sorted(str(out / f"experiments/{n}.json") for n in inherits)
+    assert own and not set(written) & {str(out / f"experiments/{n}.json") for n in own}
+
+    # an experiment removed from the study: its config goes too
+    gone = inherits[0]
+    fewer = {**params, "experiments": {n: e for n, e in params["experiments"].items() if n != gone}}
+    fewer = {**fewer, "experiments": {n: {k: v for k, v in e.items() if k != "pretrained" or v != gone}
+                                      for n, e in fewer["experiments"].items()}}
+    configure.configure(fewer, out)
+    assert not (out / f"experiments/{gone}.json").exists()
+
+
+def test_a_fine_tuned_experiment_carries_its_parents_config(tmp_path):
+    params = P.load(ROOT / "params.yaml")
+    child = next(n for n, e in params["experiments"].items() if e.get("pretrained") not in (None, "imagenet"))
+    parent = params["experiments"][child]["pretrained"]
+    cfg = P.experiment_config(params, child)
+    assert cfg["parent"]["config"] == P.experiment_config(params, parent)
+    changed = {**params, "experiments": {**params["experiments"],
+                                         parent: {**params["experiments"][parent], "seed": 99}}}
+    assert P.experiment_config(changed, child) != cfg      # so DVC retrains the child as well
 
 
 def test_scores_match_hand_computed_metrics():

@@ -18,10 +18,10 @@ SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)
 
 
 def experiments() -> dict[str, dict]:
-    """Every experiment of every study, resolved (seed study first)."""
+    """Every experiment of every study in studies/, resolved with params.yaml's defaults (seed first)."""
     out = {}
-    for study in ("seed", *(s for s in PARAMS["studies"] if s != "seed")):
-        scope = {**PARAMS, **PARAMS["studies"][study]}
+    for path in sorted((ROOT / "studies").glob("*.yaml"), key=lambda p: p.stem != "seed"):
+        scope = {**PARAMS, **params.read_yaml(path)}
         out.update({name: params.experiment_config(scope, name) for name in scope["experiments"]})
     return out
 

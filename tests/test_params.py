@@ -53,11 +53,11 @@ def test_bad_params_fail_with_the_key_named(good, edit, expected):
     assert "\n" not in message and message.startswith("params.yaml: ")
 
 
-def test_errors_inside_an_inactive_study_are_caught_too(good):
-    bad = {"dataset": "digits", "model": {"name": "mlp"}, "epochs": -3}
-    p = broken(good, lambda p: p["studies"]["seed"]["experiments"].update(typo_exp=bad))
-    with pytest.raises(P.ParamsError, match=r"studies\.seed\.experiments\.typo_exp\.epochs: -3"):
-        P.validate(p)
+def test_a_typo_gets_the_closest_key_suggested(good):
+    with pytest.raises(P.ParamsError, match=r"\('lrr' was unexpected\) \(did you mean 'lr' for 'lrr'\?\)"):
+        P.validate(broken(good, lambda p: p.update(lrr=0.1)))
+    with pytest.raises(P.ParamsError, match=r"did you mean 'epochs' for 'epoch'\?"):
+        P.validate(broken(good, lambda p: first_experiment(p).update(epoch=3)))
 
 
 def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
@@ -67,17 +67,11 @@ def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
         P.load(f)
 
 
-def test_undefined_study_alias_explains_the_anchor(tmp_path):
-    text = (ROOT / "params.yaml").read_text().replace("<<: *demo", "<<: *nosuchstudy")
-    f = tmp_path / "params.yaml"
-    f.write_text(text)
-    with pytest.raises(P.ParamsError, match=r"anchor under studies:"):
-        P.load(f)
-
-
-def test_the_merged_study_is_what_runs(good):
-    assert good["experiments"] == good["studies"]["demo"]["experiments"]
-    assert good["datasets"] == good["studies"]["demo"]["datasets"]
+def test_every_study_file_is_valid_and_the_running_one_is_its_copy(good):
+    from pipeline import study
+    for path in sorted((ROOT / "studies").glob("*.yaml")):
+        study.load_study(path, good)                      # raises on any bad key
+    assert not study.edited(good, ROOT / "studies"), "params.yaml's study differs from its file in studies/"
 
 
 def test_experiment_config_merges_defaults_with_overrides(good):
@@ -106,7 +100,7 @@ def test_the_schema_file_is_what_snakemake_validates_against(good):
         validate(broken(good, lambda p: p.update(lrr=1)), str(P.SCHEMA_PATH))
 
 
-def test_pretrained_must_name_an_experiment_of_the_study_without_cycles(good):
+def test_pretrained_must_name_an_earlier_experiment_of_the_study_without_cycles(good):
     name, other = list(good["experiments"])[:2]
     p = broken(good, lambda p: p["experiments"][name].update(pretrained="no_such_run"))
     with pytest.raises(P.ParamsError, match=rf"experiments\.{name}\.pretrained: 'no_such_run' is neither"):
@@ -117,10 +111,7 @@ def test_pretrained_must_name_an_experiment_of_the_study_without_cycles(good):
         p["experiments"][other]["pretrained"] = name
     with pytest.raises(P.ParamsError, match=rf"chain {name} -> {other} -> {name} is a cycle"):
         P.validate(broken(good, cycle))
-    ok = broken(good, lambda p: p["experiments"][name].update(pretrained=other))
-    assert P.validate(ok)["experiments"][name]["pretrained"] == other
-
-
-def test_dvc_configure_stage_tracks_exactly_the_training_defaults_and_its_experiment():
-    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["configure"]["do"]
-    assert stage["params"] == ["experiments.${key}", *P.training_keys()]
+    with pytest.raises(P.ParamsError, match=rf"experiments\.{name}\.pretrained: '{other}' is listed after"):
+        P.validate(broken(good, lambda p: p["experiments"][name].update(pretrained=other)))
+    ok = broken(good, lambda p: p["experiments"][other].update(pretrained=name))
+    assert P.validate(ok)["experiments"][other]["pretrained"] == name

@@ -1,22 +1,28 @@
-"""End to end on the bundled digits data, with Snakemake and with DVC, in temporary copies.
+"""End to end on the bundled digits data, with the real `snakemake` and `dvc` commands, in
+temporary git copies of the project.
 
-Asserts, from each tool's own output, exactly which stages rerun after each kind of change, and
-that neither tool redoes the other's up-to-date work. The copy keeps three cheap demo
-experiments at 2 epochs, and adds a second data set (`digits_alt`) with its own experiment, so that
-"only that data set's chain" is a real claim, and an experiment fine-tuned from another's checkpoint.
+Asserts, from each tool's own output, which stages ran after each kind of change; that DVC's
+run-cache, experiments, queue, push/pull and checkout work on every output; and that the tools
+hand a workspace over without an under-run. The copy keeps three cheap demo experiments at 2
+epochs, and adds an experiment fine-tuned from another's checkpoint and a second data set with
+its own experiment, so that "only that data set's chain" is a real claim.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import run
+from conftest import run, tool_env
 
 pytestmark = pytest.mark.integration
-TRAINING = ("train", "evaluate")
+DATA_STAGES = ("download", "prepare", "stats")
 
 
 # ---- reading what each tool did --------------------------------------------------------------
@@ -36,27 +42,32 @@ def snakemake_jobs(output: str) -> set[str]:
     return jobs
 
 
-def dvc_stages(output: str) -> set[str]:
+def dvc_ran(output: str) -> set[str]:
+    """Stages whose command DVC ran (not those it restored from the run-cache or skipped)."""
     return set(re.findall(r"Running stage '([\w@]+)'", output))
+
+
+def dvc_restored(output: str) -> set[str]:
+    return set(re.findall(r"Stage '([\w@]+)' is cached - skipping run", output))
 
 
 def by_stage(jobs: set[str], stage: str) -> set[str]:
     return {j.split("@")[1] for j in jobs if j.startswith(stage + "@")}
 
 
-def snakemake(project: Path) -> tuple[set[str], str]:
-    p = run(["snakemake", "--cores", "2"], cwd=project)
+def snakemake(project: Path, *args: str) -> tuple[set[str], str]:
+    p = run(["snakemake", "--cores", "2", *args], cwd=project)
     out = p.stdout + p.stderr
     return snakemake_jobs(out), out
 
 
-def dvc(project: Path, *args: str) -> tuple[set[str], str]:
-    p = run(["dvc", *args], cwd=project)
+def dvc(project: Path, *args: str, check: bool = True) -> tuple[set[str], str]:
+    p = run(["dvc", *args], cwd=project, check=check)
     out = p.stdout + p.stderr
-    return dvc_stages(out), out
+    return dvc_ran(out), out
 
 
-# ---- editing params.yaml as a user would (round-trip keeps comments and the study merge) ------
+# ---- editing params.yaml as a user would (round trip keeps comments) -------------------------
 
 yaml = YAML()
 
@@ -64,29 +75,25 @@ yaml = YAML()
 def edit_params(project: Path, change) -> None:
     path = project / "params.yaml"
     doc = yaml.load(path)
-    change(doc, doc["studies"]["demo"])
+    change(doc)
     yaml.dump(doc, path)
 
 
-KEEP = ("digits_mlp", "digits_lenet", "digits_lenet_adam")   # cheap; one of them sets its own lr
+KEEP = ("digits_mlp", "digits_lenet", "digits_lenet_adam")   # cheap; digits_lenet_adam sets its own lr
 
 
-def trim_for_tests(doc, demo) -> None:
+def trim_for_tests(doc) -> None:
     """Few, short experiments (the rerun logic, not accuracy, is under test), a second data set,
     and an experiment fine-tuned from another one's checkpoint."""
     doc["epochs"] = 2
-    for name in [e for e in demo["experiments"] if e not in KEEP]:
-        del demo["experiments"][name]
-    demo["datasets"]["digits_alt"] = {"source": {"kind": "sklearn_digits"}, "test_fraction": 0.2,
-                                      "val_fraction": 0.2, "split_seed": 1}
-    demo["experiments"]["alt_mlp"] = {"dataset": "digits_alt", "model": {"name": "mlp", "hidden": [32]},
-                                      "lr": 0.1}
-    demo["experiments"]["mlp_child"] = {"dataset": "digits", "model": {"name": "mlp", "hidden": [64]},
-                                        "pretrained": "digits_mlp", "finetune": "last_layer"}
-
-
-def model_bytes(project: Path) -> dict[str, bytes]:
-    return {p.parent.name: p.read_bytes() for p in (project / "results/experiments").glob("*/model.pt")}
+    for name in [e for e in doc["experiments"] if e not in KEEP]:
+        del doc["experiments"][name]
+    doc["datasets"]["digits_alt"] = {"source": {"kind": "sklearn_digits"}, "test_fraction": 0.2,
+                                     "val_fraction": 0.2, "split_seed": 1}
+    doc["experiments"]["mlp_child"] = {"dataset": "digits", "model": {"name": "mlp", "hidden": [64]},
+                                       "pretrained": "digits_mlp", "finetune": "last_layer"}
+    doc["experiments"]["alt_mlp"] = {"dataset": "digits_alt", "model": {"name": "mlp", "hidden": [32]},
+                                     "lr": 0.1}
 
 
 @pytest.fixture
@@ -94,8 +101,7 @@ def demo(project: Path) -> dict:
     """The copy's experiments, split into those inheriting the global lr and the rest."""
     edit_params(project, trim_for_tests)
     run(["git", "commit", "-qam", "test setup"], cwd=project)
-    doc = yaml.load(project / "params.yaml")
-    exps = doc["studies"]["demo"]["experiments"]
+    exps = yaml.load(project / "params.yaml")["experiments"]
     return {"all": set(exps), "inherit_lr": {e for e, v in exps.items() if "lr" not in v},
             "on_alt": {e for e, v in exps.items() if v["dataset"] == "digits_alt"}}
 
@@ -104,109 +110,223 @@ def assert_reran_for_global_lr(jobs: set[str], demo: dict) -> None:
     """After a change of the global lr: train/evaluate exactly where it is inherited, no data stage."""
     assert by_stage(jobs, "train") == demo["inherit_lr"] != demo["all"]
     assert by_stage(jobs, "evaluate") == demo["inherit_lr"]
-    assert not {j for j in jobs if j.split("@")[0] in ("download", "prepare", "stats")}
+    assert not {j for j in jobs if j.split("@")[0] in DATA_STAGES}
     assert "report" in jobs
 
 
-def output_mtimes(project: Path) -> dict[str, int]:
-    """mtime of every pipeline output (not logs, not the tools' records)."""
-    return {str(p.relative_to(project)): p.stat().st_mtime_ns
-            for top in ("data", "results") for p in (project / top).rglob("*")
+def outputs(project: Path) -> dict[str, str]:
+    """sha256 of every pipeline output file (not logs, not the tools' records)."""
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for top in ("data", "results") for p in sorted((project / top).rglob("*"))
             if p.is_file() and not p.name.startswith(".")}
 
 
-def assert_no_training(out: str, project: Path, before: dict[str, bytes]) -> None:
-    assert "epoch 1/" not in out
-    assert model_bytes(project) == before
+def models(project: Path) -> dict[str, str]:
+    return {k: v for k, v in outputs(project).items() if k.endswith("model.pt")}
 
 
-# ---- the scenarios -----------------------------------------------------------------------------
+# ---- Snakemake ---------------------------------------------------------------------------------
 
 @pytest.mark.xdist_group("snakemake")
 def test_snakemake_reruns_exactly_what_changed(project, demo):
+    _, out = snakemake(project, "--lint")
+    assert "Congratulations, your workflow is in a good condition" in out
+
     jobs, out = snakemake(project)
     assert by_stage(jobs, "train") == demo["all"] and by_stage(jobs, "evaluate") == demo["all"]
     assert {"download@digits", "prepare@digits", "stats@digits", "report"} <= jobs
-    assert (project / "results/report.html").stat().st_size > 1000
-
+    assert "configure" not in {j.split("@")[0] for j in jobs}      # done at parse time
     jobs, out = snakemake(project)
     assert jobs == set() and "Nothing to be done" in out
 
-    # DVC over Snakemake's finished work: it runs every stage (it has no record), each returns at
-    # once, and adopting the outputs into its cache leaves their mtimes alone (else Snakemake would
-    # see a model newer than its evaluation and rerun it)
-    models, mtimes = model_bytes(project), output_mtimes(project)
-    stages, out = dvc(project, "repro")
-    assert by_stage(stages, "train") == demo["all"]
-    assert out.count("is up to date (stamp matches)") == len(stages) - len(by_stage(stages, "configure"))
-    assert_no_training(out, project, models)
-    assert output_mtimes(project) == mtimes
-    jobs, out = snakemake(project)
-    assert jobs == set() and "Nothing to be done" in out
-    stages, out = dvc(project, "repro")
-    assert stages == set() and "Data and pipelines are up to date" in out
-
-    # the global lr: only experiments inheriting it retrain; no data stage reruns
-    edit_params(project, lambda doc, demo_: doc.__setitem__("lr", 0.02))
+    # the global lr, typed the way ML people write it (YAML 1.2 reads 1e-2 as a number)
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text.replace("\nlr: 0.05 ", "\nlr: 1e-2 ", 1))
     jobs, _ = snakemake(project)
     assert_reran_for_global_lr(jobs, demo)
 
-    # a comment-only edit reruns nothing
-    with open(project / "params.yaml", "a") as f:
+    with open(project / "params.yaml", "a") as f:    # a comment-only edit reruns nothing
         f.write("# a note on the study\n")
     jobs, out = snakemake(project)
     assert jobs == set() and "Nothing to be done" in out
 
     # one data set's split: its chain and its experiments only
-    edit_params(project, lambda doc, d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
+    edit_params(project, lambda d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
     jobs, _ = snakemake(project)
     assert {"prepare@digits_alt", "stats@digits_alt"} <= jobs
     assert not {"download@digits_alt", "prepare@digits", "stats@digits", "download@digits"} & jobs
     assert by_stage(jobs, "train") == demo["on_alt"] == {"alt_mlp"}
 
     # a parent's own change retrains the experiments fine-tuned from its checkpoint too
-    edit_params(project, lambda doc, d: d["experiments"]["digits_mlp"].__setitem__("seed", 7))
+    edit_params(project, lambda d: d["experiments"]["digits_mlp"].__setitem__("seed", 7))
     jobs, _ = snakemake(project)
     assert by_stage(jobs, "train") == {"digits_mlp", "mlp_child"}
 
     # a new experiment: trained alone, picked up by the report
-    edit_params(project, lambda doc, d: d["experiments"].__setitem__(
+    edit_params(project, lambda d: d["experiments"].__setitem__(
         "new_mlp", {"dataset": "digits", "model": {"name": "mlp", "hidden": [16]}}))
     jobs, _ = snakemake(project)
     assert by_stage(jobs, "train") == {"new_mlp"} and "report" in jobs
     assert "new_mlp" in (project / "results/report.html").read_text()
 
 
-@pytest.mark.xdist_group("dvc")
-def test_dvc_reruns_exactly_what_changed(project, demo):
-    stages, out = dvc(project, "repro")
-    assert by_stage(stages, "train") == demo["all"]
-    stages, out = dvc(project, "repro")
-    assert stages == set() and "Data and pipelines are up to date" in out
+# ---- DVC ----------------------------------------------------------------------------------------
 
-    # Snakemake over DVC's finished work: nothing to do
-    models = model_bytes(project)
+def commit(project: Path, message: str) -> str:
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "commit", "-qm", message], cwd=project)
+    return run(["git", "rev-parse", "HEAD"], cwd=project).stdout.strip()
+
+
+@pytest.mark.xdist_group("dvc")
+def test_dvc_run_cache_experiments_and_overrides(project, demo):
+    ran, out = dvc(project, "repro")
+    assert by_stage(ran, "train") == demo["all"]
+    commit(project, "first results")
+    ran, out = dvc(project, "repro")
+    assert ran == set() and "Data and pipelines are up to date" in out
+    baseline = outputs(project)
+
+    # -S lr: exactly the inheriting experiments train, params.yaml changes by one line
+    ran, out = dvc(project, "exp", "run", "-S", "lr=1e-5")
+    assert_reran_for_global_lr(ran, demo)
+    diff = run(["git", "diff", "-U0", "params.yaml"], cwd=project).stdout
+    assert [l for l in diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---")] == [
+        "-lr: 0.05            # float > 0. Learning rate", "+lr: 1e-05           # float > 0. Learning rate"]
+
+    # back to the original value: everything comes from the run-cache, nothing trains
+    start = time.perf_counter()
+    ran, out = dvc(project, "exp", "run", "-S", "lr=0.05")
+    restore_s = time.perf_counter() - start
+    assert not {j for j in ran if j.split("@")[0] in ("train", "evaluate") + DATA_STAGES}, ran
+    assert by_stage(dvc_restored(out), "train") == demo["inherit_lr"]
+    assert outputs(project) == baseline
+    print(f"restore from the run-cache: {restore_s:.1f} s")
+
+    # per-experiment overrides: a key the entry sets, and one it inherits (Hydra's `+`)
+    ran, _ = dvc(project, "exp", "run", "-S", "experiments.digits_lenet_adam.lr=0.003")
+    assert by_stage(ran, "train") == {"digits_lenet_adam"}
+    ran, _ = dvc(project, "exp", "run", "-S", "+experiments.digits_mlp.lr=0.1")
+    assert by_stage(ran, "train") == {"digits_mlp", "mlp_child"}     # the child carries its parent's config
+
+    # a readable table: the training keys and a few scalars per experiment, no config dumps
+    header = run(["dvc", "exp", "show", "--csv"], cwd=project).stdout.splitlines()[0].split(",")
+    metrics = {h.split(":")[1] for h in header if h.startswith("results/experiments/") and ":" in h}
+    assert metrics == {"best_val_acc", "best_epoch", "epochs_run", "train_time_s", "test_acc", "test_top5",
+                       "test_loss"}
+    assert {"lr", "epochs", "optimizer", "experiments.digits_lenet_adam.lr"} <= set(header)
+
+    # apply an experiment: a consistent workspace
+    exp_name = run(["dvc", "exp", "ls", "--name-only"], cwd=project).stdout.split()[0]
+    _, out = dvc(project, "exp", "apply", exp_name)
+    _, out = dvc(project, "status")
+    assert "Data and pipelines are up to date" in out
+
+
+def queue_logs(project: Path) -> dict[str, str]:
+    """Each queued experiment's name -> its `dvc queue logs` (what its `dvc repro` printed)."""
+    status = run(["dvc", "queue", "status"], cwd=project).stdout
+    names = re.findall(r"^\S+\s+(\S+)\s+\S.*(?:Success|Failed)", status, re.M)
+    return {n: run(["dvc", "queue", "logs", n], cwd=project).stdout for n in names}
+
+
+def wait_for_queue(project: Path, n: int, limit_s: float = 600) -> str:
+    """Poll `dvc queue status` until `n` tasks have ended (bounded, not a sleep-and-hope)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], cwd=project).stdout
+        if len(re.findall(r"\b(Success|Failed)\b", status)) >= n:
+            return status
+        time.sleep(2)
+    raise AssertionError(f"queue not done after {limit_s} s:\n{status}")
+
+
+@pytest.mark.xdist_group("dvc_queue")
+def test_dvc_queue_push_pull_and_checkout(project, demo, tmp_path):
+    dvc(project, "repro")
+    first = commit(project, "results at lr 0.05")
+    first_outputs = outputs(project)
+
+    # two queued experiments, two workers: each trains only what inherits lr, the rest is restored
+    for lr in ("0.01", "0.02"):
+        dvc(project, "exp", "run", "--queue", "-S", f"lr={lr}")
+    dvc(project, "queue", "start", "-j", "2")
+    status = wait_for_queue(project, 2)
+    assert status.count("Success") == 2, status
+    shown = run(["dvc", "exp", "show", "--csv"], cwd=project).stdout
+    assert ",0.01," in shown and ",0.02," in shown
+    logs = queue_logs(project)
+    assert len(logs) == 2, status
+    for name, log in logs.items():
+        assert by_stage(dvc_ran(log), "train") == demo["inherit_lr"], (name, log)
+
+    # push everything to a local remote, lose the workspace's data and results, pull them back
+    remote = tmp_path / "remote"
+    dvc(project, "remote", "add", "-d", "local", str(remote))
+    dvc(project, "push")
+    for top in ("data", "results"):
+        subprocess.run(["rm", "-rf", str(project / top)], check=True)
+    dvc(project, "pull")
+    assert outputs(project) == first_outputs
+    ran, out = dvc(project, "repro")
+    assert ran == set() and "Data and pipelines are up to date" in out
+
+    # a later commit, then back: `git checkout` + `dvc checkout` restore that commit's results
+    edit_params(project, lambda d: d.__setitem__("lr", 0.03))
+    dvc(project, "repro")
+    commit(project, "results at lr 0.03")
+    assert outputs(project) != first_outputs
+    run(["git", "checkout", "-q", first], cwd=project)
+    dvc(project, "checkout")
+    assert outputs(project) == first_outputs
+
+
+# ---- both tools in one workspace -------------------------------------------------------------
+
+@pytest.mark.xdist_group("snakemake")
+def test_handing_the_workspace_between_the_tools(project, demo):
+    # Snakemake built it; `dvc commit -f` records its outputs; DVC then trains nothing
+    snakemake(project)
+    built = outputs(project)
+    dvc(project, "commit", "-f")
+    ran, out = dvc(project, "repro")
+    assert ran == set() and "Data and pipelines are up to date" in out
+    assert outputs(project) == built
+
+    # DVC changes lr; `snakemake --touch` hands back; Snakemake then trains nothing
+    ran, _ = dvc(project, "exp", "run", "-S", "lr=0.02")
+    assert_reran_for_global_lr(ran, demo)
+    after_dvc = outputs(project)
+    snakemake(project, "--touch")
     jobs, out = snakemake(project)
     assert jobs == set() and "Nothing to be done" in out
-    assert_no_training(out, project, models)
+    assert outputs(project) == after_dvc
 
-    # dvc exp run -S lr=...: configure reruns everywhere (cheap), training only where lr is inherited.
-    stages, _ = dvc(project, "exp", "run", "-S", "lr=0.02")
-    assert_reran_for_global_lr(stages, demo)
+    # no under-run in a workspace DVC built: a params edit reruns exactly what it affects
+    edit_params(project, lambda d: d.__setitem__("lr", 0.03))
+    jobs, _ = snakemake(project)
+    assert_reran_for_global_lr(jobs, demo)
 
-    with open(project / "params.yaml", "a") as f:
-        f.write("# a note on the study\n")
-    stages, out = dvc(project, "repro")
-    assert stages == set()
 
-    edit_params(project, lambda doc, d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
-    stages, _ = dvc(project, "repro")
-    assert {"prepare@digits_alt", "stats@digits_alt"} <= stages
-    assert not {"download@digits_alt", "prepare@digits", "stats@digits"} & stages
-    assert by_stage(stages, "train") == demo["on_alt"] == {"alt_mlp"}
-
-    edit_params(project, lambda doc, d: d["experiments"].__setitem__(
-        "new_mlp", {"dataset": "digits", "model": {"name": "mlp", "hidden": [16]}}))
-    stages, _ = dvc(project, "repro")
-    assert by_stage(stages, "train") == {"new_mlp"} and "report" in stages
-    assert "new_mlp" in (project / "results/report.html").read_text()
+@pytest.mark.xdist_group("dvc")
+def test_the_tools_never_run_at_once(project, demo):
+    """Each refuses while the other is running, with one line naming it."""
+    env = tool_env()
+    log = project / "logs/train/digits_lenet.log"
+    target = "results/experiments/digits_lenet/train.json"     # one training job is enough
+    for first, second, expected in (
+            (["dvc", "repro", "train@digits_lenet"], ["snakemake", "--cores", "1"], "DVC is running"),
+            (["snakemake", "--cores", "1", target], ["dvc", "status"], "Unable to acquire lock")):
+        subprocess.run(["rm", "-rf", str(project / "logs"), str(project / "results")])
+        first_out = project / "first.out"
+        with open(first_out, "w") as f:
+            p = subprocess.Popen(first, cwd=project, env=env, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 300          # until the first tool is inside a training job
+            while not log.exists() and p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert log.exists(), f"{first} ended before training:\n{first_out.read_text()[-3000:]}"
+            other = run(second, cwd=project, check=False)
+            assert other.returncode != 0 and expected in other.stdout + other.stderr
+        finally:
+            p.wait(timeout=600)

@@ -69,15 +69,16 @@ def test_parallel_streaming_equals_serial(tmp_path, monkeypatch):
         assert (tmp_path / "one" / f).read_bytes() == (tmp_path / "two" / f).read_bytes(), f
 
 
-def test_cli_download_prepare_stats_and_up_to_date(project, tmp_path):
+def test_cli_configure_download_prepare_stats(project, tmp_path):
     folder = mini.image_folder(tmp_path / "photos", {"cat": 5, "dog": 5}, split_dirs=True)
     archive = mini.tar_of_folder(folder, tmp_path / "photos.tar.gz", "photos")
     p = yaml.safe_load((project / "params.yaml").read_text())
     p["datasets"]["pets"] = {"source": {"kind": "folder", "path": str(archive), "md5": mini.md5(archive)},
                              "image_size": 8, "channels": 1, "val_fraction": 0.2, "split_seed": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(p))
-    stages = [["pipeline.download", "--params", "params.yaml", "--dataset", "pets", "--out", "data/raw/pets"],
-              ["pipeline.prepare", "--params", "params.yaml", "--dataset", "pets", "--raw", "data/raw/pets",
+    stages = [["pipeline.configure", "--params", "params.yaml", "--out", "results/configs"],
+              ["pipeline.download", "--config", "results/configs/datasets/pets.source.json", "--out", "data/raw/pets"],
+              ["pipeline.prepare", "--config", "results/configs/datasets/pets.json", "--raw", "data/raw/pets",
                "--out", "data/prepared/pets"],
               ["pipeline.stats", "--prepared", "data/prepared/pets", "--out", "data/stats/pets.json"]]
     for args in stages:
@@ -88,5 +89,3 @@ def test_cli_download_prepare_stats_and_up_to_date(project, tmp_path):
     stats = json.loads((project / "data/stats/pets.json").read_text())
     assert train.shape == (8, 8, 8, 1) and stats["images"] == 8
     assert stats["mean"] == pytest.approx([train.mean() / 255], abs=1e-9)
-    for args in stages:   # second run: every stage finds its stamp current
-        assert "up to date" in run(["python", "-m", *args], project).stderr

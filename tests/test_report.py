@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, run
+from pipeline import params as params_mod
 from pipeline import report
 from pipeline.report import collect
 
@@ -22,9 +23,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from report_fixture import make_study, write_experiment  # noqa: E402
 
 
-def _report(root: Path, params: dict, logs: Path | None = None) -> tuple[str, dict]:
+def _report(root: Path, study: dict, logs: Path | None = None) -> tuple[str, dict]:
     out = root / "results" / "report.html"
-    ctx = report.report(params, root / "results/experiments", root / "data/prepared", root / "data/stats",
+    ctx = report.report(study, root / "results/experiments", root / "data/prepared", root / "data/stats",
                         out, logs=logs, root=root)
     return out.read_text(), ctx
 
@@ -36,8 +37,8 @@ def _leaderboard_rows(html: str) -> list[str]:
 
 def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
     study = make_study(tmp_path, n_experiments=3)
-    exps = {n: collect.experiment(study["params"], n, tmp_path / "results/experiments")
-            for n in study["params"]["experiments"]}
+    exps = {n: collect.experiment(study["study"], n, tmp_path / "results/experiments")
+            for n in study["study"]["experiments"]}
     rows = {n: collect.leaderboard_row(e) for n, e in exps.items()}
     for name, truth in study["truth"].items():
         r = rows[name]
@@ -45,7 +46,7 @@ def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
         assert r["test_acc"] == pytest.approx(100 * truth["test_acc"])
         assert r["best_val_acc"] == pytest.approx(100 * truth["train"]["best_val_acc"])
         assert r["test_top5"] == pytest.approx(100 * truth["test"]["test_top5"])
-        assert r["n_params"] == truth["train"]["params"] and r["epochs_run"] == study["params"]["epochs"]
+        assert r["n_params"] == truth["run"]["params"] and r["epochs_run"] == study["params"]["epochs"]
         assert r["max_epochs"] == study["params"]["epochs"] and not r["stopped_early"]
     # digits_exp00 has wrong_every=3: 40 of 60 right = 66.67 %; reported 70.0 -> -3.33 points
     assert rows["digits_exp00"]["test_acc"] == pytest.approx(200 / 3)
@@ -54,18 +55,21 @@ def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
     assert rows["digits_exp01"]["reported"] is None and rows["digits_exp01"]["diff"] is None
 
 
-def test_early_stopping_from_the_flag_or_from_fewer_epochs_than_configured(tmp_path):
+def test_early_stopping_and_the_epoch_budget_come_from_run_json(tmp_path):
     study = make_study(tmp_path, n_experiments=2)
     classes = [str(k) for k in range(10)]
-    labels = study["truth"]["digits_exp00"]["test"]["n_test"]
-    write_experiment(tmp_path, "digits_exp00", pd.RangeIndex(labels).to_numpy() % 10, classes, 3,
-                     epochs=study["params"]["epochs"], epochs_run=1)
-    write_experiment(tmp_path, "digits_exp01", pd.RangeIndex(labels).to_numpy() % 10, classes, 4,
-                     stopped_early=True)
-    rows = [collect.leaderboard_row(collect.experiment(study["params"], n, tmp_path / "results/experiments"))
+    labels = pd.RangeIndex(len(pd.read_csv(tmp_path / "results/experiments/digits_exp00/predictions.csv"))).to_numpy() % 10
+    configs = {n: params_mod.experiment_config(study["params"], n) for n in ("digits_exp00", "digits_exp01")}
+    budget = study["params"]["epochs"] + 5          # run.json's config, not params.yaml, is what ran
+    write_experiment(tmp_path, "digits_exp00", labels, classes, 3, dict(configs["digits_exp00"], epochs=budget),
+                     epochs_run=1)                  # stopped_early as train writes it: 1 < budget
+    write_experiment(tmp_path, "digits_exp01", labels, classes, 4, configs["digits_exp01"],
+                     stopped_early=True)            # the flag alone, with the whole budget run
+    rows = [collect.leaderboard_row(collect.experiment(study["study"], n, tmp_path / "results/experiments"))
             for n in ("digits_exp00", "digits_exp01")]
-    assert rows[0]["epochs_run"] == 1 and rows[0]["max_epochs"] == study["params"]["epochs"]
-    assert rows[0]["stopped_early"] is (1 < study["params"]["epochs"])
+    assert rows[0]["epochs_run"] == 1 and rows[0]["max_epochs"] == budget
+    assert rows[0]["stopped_early"] is True
+    assert rows[1]["epochs_run"] == rows[1]["max_epochs"] == study["params"]["epochs"]
     assert rows[1]["stopped_early"] is True
 
 
@@ -79,10 +83,12 @@ def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
 
 def test_per_class_accuracy_worst_first_and_prediction_sample(tmp_path):
     study = make_study(tmp_path, n_experiments=2)
-    exp = collect.experiment(study["params"], "digits_exp00", tmp_path / "results/experiments")
+    exp = collect.experiment(study["study"], "digits_exp00", tmp_path / "results/experiments")
     pairs = collect.per_class(exp)
     assert [a for _, a in pairs] == sorted(a for _, a in pairs) and len(pairs) == 10
-    other = collect.experiment(study["params"], "digits_exp01", tmp_path / "results/experiments")
+    truth = study["truth"]["digits_exp00"]["per_class"]   # per_class.csv's fractions, shown in %
+    assert dict(pairs) == pytest.approx({c: 100 * a for c, a in truth.items()})
+    other = collect.experiment(study["study"], "digits_exp01", tmp_path / "results/experiments")
     a, b = (collect.prediction_sample(e["predictions_csv"]) for e in (exp, other))
     assert list(a["random"]["index"]) == list(b["random"]["index"])   # same images across experiments
     assert len(a["random"]) == 8 and len(a["mistakes"]) == 8
@@ -91,32 +97,34 @@ def test_per_class_accuracy_worst_first_and_prediction_sample(tmp_path):
 
 def test_missing_failed_and_unreadable_experiments_render_with_their_status(tmp_path):
     study = make_study(tmp_path, n_experiments=4)
-    params, results = study["params"], tmp_path / "results/experiments"
+    study_json, results = study["study"], tmp_path / "results/experiments"
     for f in results.glob("digits_exp01/*"):            # never ran
         f.unlink()
     (results / "digits_exp02/test.json").unlink()          # trained, evaluate failed (its log says so)
     (tmp_path / "logs/evaluate").mkdir(parents=True)
     (tmp_path / "logs/evaluate/digits_exp02.log").write_text("INFO start\nERROR CUDA out of memory\n")
     (results / "digits_exp03/test.json").write_text("{ not json")
-    html, ctx = _report(tmp_path, params, logs=tmp_path / "logs")
+    html, ctx = _report(tmp_path, study_json, logs=tmp_path / "logs")
     status = {e["name"]: e["status"] for e in ctx["experiments"]}
     assert status == {"digits_exp00": "ok", "digits_exp01": "not trained", "digits_exp02": "failed",
                       "digits_exp03": "unreadable"}
-    assert _leaderboard_rows(html) == list(params["experiments"])
+    assert _leaderboard_rows(html) == list(study_json["experiments"])
     assert "ERROR CUDA out of memory" in html and "digits_exp03/test.json: cannot read" in html
     assert html.count('<details class="exp"') == 4
     assert ctx["n_ok"] == 1
 
 
-def test_report_cli_writes_one_self_contained_file_and_then_skips(tmp_path):
-    make_study(tmp_path, n_experiments=3)
-    cmd = [sys.executable, "-m", "pipeline.report", "--params", "params.yaml", "--results", "results/experiments",
-           "--prepared", "data/prepared", "--stats", "data/stats", "--logs", "logs", "--out", "results/report.html"]
+def test_report_cli_writes_one_self_contained_file_from_study_json(tmp_path):
+    study = make_study(tmp_path, n_experiments=3)
+    cmd = [sys.executable, "-m", "pipeline.report", "--study", "results/configs/study.json",
+           "--results", "results/experiments", "--prepared", "data/prepared", "--stats", "data/stats",
+           "--logs", "logs", "--out", "results/report.html"]
     env_cmd = ["env", f"PYTHONPATH={ROOT}", *cmd]
     run(env_cmd, cwd=tmp_path)
     out = tmp_path / "results/report.html"
     html = out.read_text()
     assert _leaderboard_rows(html) == ["digits_exp00", "digits_exp01", "digits_exp02"]
+    assert f"study: {study['study']['study']}</h1>" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)   # nothing fetched from the network
     srcs = re.findall(r'<img[^>]* src="([^"]+)"', html)
     assert len(srcs) >= 3 * 16 + 3   # per experiment 16 predictions + figures, per data set 3 figures
@@ -125,16 +133,18 @@ def test_report_cli_writes_one_self_contained_file_and_then_skips(tmp_path):
         assert head in ("data:image/png;base64", "data:image/jpeg;base64")
         assert Image.open(io.BytesIO(base64.b64decode(data))).size[0] > 0
     assert "not a git repository" in html        # tmp_path is no git repo: said so, not crashed
-    mtime = out.stat().st_mtime_ns
-    again = run(env_cmd, cwd=tmp_path)
-    assert "up to date" in again.stderr and out.stat().st_mtime_ns == mtime
+    # no study.json (configure not run): one line naming the file, and the last report left as it was
+    missing = run([*env_cmd[:env_cmd.index("--study") + 1], "results/configs/nope.json",
+                   *env_cmd[env_cmd.index("--study") + 2:]], cwd=tmp_path, check=False)
+    assert missing.returncode == 1 and "results/configs/nope.json: no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr and out.read_text() == html
 
 
 def test_many_classes_show_confused_pairs_instead_of_a_grid_and_layers_render(tmp_path):
     study = make_study(tmp_path, n_experiments=2, datasets=("cifar100", "digits"))
     pd.DataFrame({"layer": ["conv1", "fc"], "type": ["Conv2d", "Linear"], "params": [448, 1290]}).to_csv(
         tmp_path / "results/experiments/digits_exp01/layers.csv", index=False)
-    html, ctx = _report(tmp_path, study["params"])
+    html, ctx = _report(tmp_path, study["study"])
     big, small = ctx["experiments"]
     assert "confusion" not in big["figures"] and "confusion" in small["figures"]
     assert len(big["pairs"]) == 15 and big["pairs"][0]["count"] >= big["pairs"][-1]["count"]
@@ -158,9 +168,9 @@ def test_code_version_names_the_commit_and_whether_the_tree_is_dirty(tmp_path):
 
 def test_environment_lists_each_distinct_setup_once(tmp_path):
     study = make_study(tmp_path, n_experiments=3)
-    exps = [collect.experiment(study["params"], n, tmp_path / "results/experiments") for n in study["params"]["experiments"]]
-    exps[2]["train_json"] = dict(exps[2]["train_json"], device="cuda",
-                                 versions=dict(exps[2]["train_json"]["versions"], device_name="NVIDIA H100"))
+    exps = [collect.experiment(study["study"], n, tmp_path / "results/experiments") for n in study["study"]["experiments"]]
+    exps[2]["run_json"] = dict(exps[2]["run_json"], device="cuda",
+                               versions=dict(exps[2]["run_json"]["versions"], device_name="NVIDIA H100"))
     envs = collect.environments(exps)
     assert [(e["device"], e["experiments"]) for e in envs] == [("cpu", ["digits_exp00", "digits_exp01"]),
                                                                ("cuda", ["digits_exp02"])]

@@ -43,9 +43,9 @@ def report_html(tmp_path) -> tuple[Path, list[str]]:
     demo = params_mod.load(ROOT / "params.yaml")
     study = make_study(tmp_path, n_experiments=len(demo["experiments"]))
     out = tmp_path / "results" / "report.html"
-    report.report(study["params"], tmp_path / "results/experiments", tmp_path / "data/prepared",
+    report.report(study["study"], tmp_path / "results/experiments", tmp_path / "data/prepared",
                   tmp_path / "data/stats", out, root=tmp_path)
-    return out, list(study["params"]["experiments"])
+    return out, list(study["study"]["experiments"])
 
 
 def test_report_in_headless_chromium(report_html, tmp_path):

@@ -332,7 +332,8 @@ def test_cli_error_is_one_line_and_leaves_nothing(project):
     p["datasets"]["mine"] = {"source": {"kind": "folder", "path": "no/such/folder"}, "image_size": 8,
                              "val_fraction": 0.2, "split_seed": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(p))
-    r = run(["python", "-m", "pipeline.download", "--params", "params.yaml", "--dataset", "mine",
+    run(["python", "-m", "pipeline.configure", "--params", "params.yaml", "--out", "results/configs"], project)
+    r = run(["python", "-m", "pipeline.download", "--config", "results/configs/datasets/mine.source.json",
              "--out", "data/raw/mine"], project, check=False)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: source.path 'no/such/folder'")

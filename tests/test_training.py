@@ -43,7 +43,7 @@ def fit(cfg: dict, prepared: Path, out: Path, experiments: Path | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     stats = json.loads((prepared / "stats.json").read_text())
     return engine.fit(cfg, prepared, stats, out / "model.pt", out / "history.csv", out / "train.json",
-                      out / "layers.csv", experiments)
+                      out / "run.json", out / "layers.csv", experiments)
 
 
 def test_training_drives_the_loss_down(prepared, tmp_path):
@@ -86,25 +86,33 @@ def test_layer_table_is_written_at_the_resized_input(prepared, tmp_path):
     assert list(table.columns) == layers.COLUMNS
     assert table.iloc[0].to_dict() == {"layer": "0", "type": "Conv2d", "kernel": "5x5", "stride": "1x1",
                                            "output_shape": "4x12x12", "params": 104, "trainable": 104}
-    assert json.loads((tmp_path / "train.json").read_text())["input_size"] == [16, 16]
+    assert json.loads((tmp_path / "run.json").read_text())["input_size"] == [16, 16]
 
 
 def test_transfer_from_another_experiment_through_the_cli(prepared, tmp_path):
     exps = tmp_path / "experiments"
-    for name, cfg in (("parent", config(epochs=2)),
-                      ("child", config(name="child", epochs=2, pretrained="parent", finetune="last_layer"))):
+    parent_cfg = config(epochs=2)
+    child_cfg = config(name="child", epochs=2, pretrained="parent", finetune="last_layer",
+                       parent={"config": parent_cfg, "dataset": {}})
+
+    def train_cli(name, cfg):
         d = exps / name
-        d.mkdir(parents=True)
+        d.mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(json.dumps(cfg))
         train.main(["--config", str(d / "config.json"), "--prepared", str(prepared),
                     "--stats", str(prepared / "stats.json"), "--model", str(d / "model.pt"),
                     "--history", str(d / "history.csv"), "--metrics", str(d / "train.json"),
-                    "--layers", str(d / "layers.csv"), "--experiments", str(exps)])
+                    "--run", str(d / "run.json"), "--layers", str(d / "layers.csv"), "--experiments", str(exps)])
+    train_cli("parent", parent_cfg)
+    train_cli("child", child_cfg)
     parent, child = (torch.load(exps / n / "model.pt", weights_only=True)["state_dict"] for n in ("parent", "child"))
     assert torch.equal(child["net.0.weight"], parent["net.0.weight"])        # frozen body = parent's body
     assert not torch.equal(child["net.6.weight"], parent["net.6.weight"])    # the head trained
-    metrics = json.loads((exps / "child" / "train.json").read_text())
-    assert metrics["trainable_params"] == 32 * 10 + 10
+    run = json.loads((exps / "child" / "run.json").read_text())
+    assert run["trainable_params"] == 32 * 10 + 10
+    # a parent checkpoint trained from another config than the child's record of it is refused
+    with pytest.raises(engine.PipelineError, match=r"pretrained: parent: .* another config .* train parent first"):
+        train_cli("child", {**child_cfg, "parent": {"config": {**parent_cfg, "lr": 0.5}, "dataset": {}}})
     table = pd.read_csv(exps / "child" / "layers.csv")
     assert table.loc[table["type"] == "Conv2d", "trainable"].tolist() == [0]
 

@@ -1,11 +1,11 @@
 """Stage report: render results/report.html, the study as a person reads it.
 
-    python -m pipeline.report --params params.yaml --results results/experiments \
-        --prepared data/prepared --stats data/stats --logs logs --out results/report.html
+    python -m pipeline.report --study results/configs/study.json --results results/experiments \
+        --prepared data/prepared --stats data/stats --out results/report.html [--logs logs]
 
-Reads, per experiment of params.yaml, <results>/<experiment>/{train.json, history.csv, test.json,
-predictions.csv, confusion.csv, layers.csv, config.json}, and per data set <prepared>/<ds>/ and
-<stats>/<ds>.json. One self-contained HTML file (figures embedded, no network needed). A missing or
+Reads, per experiment of the study (study.json, written by configure), <results>/<experiment>/
+{train.json, run.json, history.csv, layers.csv, test.json, per_class.csv, predictions.csv,
+confusion.csv}, and per data set <prepared>/<ds>/ and <stats>/<ds>.json. One self-contained HTML file (figures embedded, no network needed). A missing or
 failed experiment is shown with its status (and its stage log's last lines when --logs is given);
 it does not break the report.
 """
@@ -17,7 +17,6 @@ import logging
 import platform
 from pathlib import Path
 
-from pipeline import params as params_mod
 from pipeline import stage
 
 log = logging.getLogger("pipeline.report")
@@ -53,11 +52,11 @@ def _experiment_figures(exp: dict, test_images) -> None:
         exp["problems"].append(f"cannot draw figures from {exp['dir']}: {e!r}; rerun its train/evaluate stages")
 
 
-def build_context(params: dict, results: Path, prepared: Path, stats: Path, logs: Path | None,
+def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs: Path | None,
                   root: Path) -> dict:
     """Everything the template renders: overview, leaderboard, per data set, per experiment."""
     from pipeline.report import collect, figures
-    exps = [collect.experiment(params, name, results, logs) for name in params["experiments"]]
+    exps = [collect.experiment(study, name, results, logs) for name in study["experiments"]]
     for e in exps:
         e["row"] = collect.leaderboard_row(e)
     datasets = []
@@ -78,7 +77,7 @@ def build_context(params: dict, results: Path, prepared: Path, stats: Path, logs
     finished = [e["finished"] for e in exps if e["finished"]]
     times = [e["row"]["train_time_s"] for e in exps if e["row"]["train_time_s"] is not None]
     return {
-        "generated": dt.datetime.now(dt.timezone.utc),
+        "generated": dt.datetime.now(dt.timezone.utc), "study": study["study"],
         "experiments": exps, "datasets": datasets,
         "code": collect.code_version(root), "environments": collect.environments(exps),
         "first_finished": min(finished, default=None), "last_finished": max(finished, default=None),
@@ -111,9 +110,9 @@ def render(context: dict) -> str:
     return env.get_template("report.html.j2").render(**context)
 
 
-def report(params: dict, results: Path, prepared: Path, stats: Path, out: Path, logs: Path | None = None,
+def report(study: dict, results: Path, prepared: Path, stats: Path, out: Path, logs: Path | None = None,
            root: Path = Path(".")) -> dict:
-    context = build_context(params, results, prepared, stats, logs, root)
+    context = build_context(study, results, prepared, stats, logs, root)
     html = render(context)
     with stage.atomic_path(out) as tmp:
         tmp.write_text(html)
@@ -122,23 +121,10 @@ def report(params: dict, results: Path, prepared: Path, stats: Path, out: Path, 
     return context
 
 
-def inputs(params: dict, results: Path, prepared: Path, stats: Path) -> list[Path]:
-    """The files the report reads that exist now (a missing one is part of what it shows)."""
-    from pipeline.report.collect import EXPERIMENT_FILES
-    # Not the logs: every run rewrites them, even a no-op one. They only explain a failure, and a
-    # failure already shows up here as missing outputs.
-    files = [results / e / f for e in params["experiments"] for f in EXPERIMENT_FILES]
-    for ds in dict.fromkeys(e["dataset"] for e in params["experiments"].values()):
-        files += [prepared / ds / f for f in ("meta.json", "train_labels.npy", "train_images.npy",
-                                              "val_labels.npy", "test_labels.npy", "test_images.npy")]
-        files.append(stats / f"{ds}.json")
-    return [f for f in files if f.exists()]
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", required=True, type=Path)
+    ap.add_argument("--study", required=True, type=Path, help="study.json, as configure writes it")
     ap.add_argument("--results", required=True, type=Path, help="folder of per-experiment folders")
     ap.add_argument("--prepared", required=True, type=Path, help="folder of prepared data sets")
     ap.add_argument("--stats", required=True, type=Path, help="folder of <dataset>.json stats")
@@ -147,12 +133,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    params = params_mod.load(args.params)
-    root = args.params.resolve().parent
-    # Not the git state: the other tool's bookkeeping (dvc.lock appearing) must not re-render the
-    # report; the pipeline's code is in every stamp already.
-    key_config = {"experiments": params["experiments"],
-                  "defaults": {k: params[k] for k in params_mod.training_keys()}}
-    stage.run_stage("report", key_config, inputs(params, args.results, args.prepared, args.stats),
-                    [args.out], lambda: report(params, args.results, args.prepared, args.stats, args.out,
-                                               args.logs, root))
+    report(stage.read_json(args.study), args.results, args.prepared, args.stats, args.out, args.logs,
+           root=Path(".").resolve())
+
+
+if __name__ == "__main__":
+    stage.cli(main)

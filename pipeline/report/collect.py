@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import params as params_mod
-
 log = logging.getLogger("pipeline.report")
 
-# Files of one experiment directory; the first three make an experiment "complete".
-EXPERIMENT_FILES = ("train.json", "history.csv", "test.json", "predictions.csv", "confusion.csv",
-                    "layers.csv", "config.json")
+# Files of one experiment directory (train and evaluate write them).
+EXPERIMENT_FILES = ("train.json", "run.json", "history.csv", "layers.csv", "test.json", "per_class.csv",
+                    "predictions.csv", "confusion.csv")
 LOG_STAGES = ("configure", "train", "evaluate")  # logs/<stage>/<exp>.log, read when outputs are missing
 
 
@@ -44,17 +42,16 @@ def _log_tail(logs: Path | None, exp: str, lines: int = 12) -> tuple[str | None,
     return None, None
 
 
-def experiment(params: dict, name: str, results: Path, logs: Path | None = None) -> dict:
+def experiment(study: dict, name: str, results: Path, logs: Path | None = None) -> dict:
     """Everything the report needs about one experiment, with `status` saying how complete it is.
 
     status: "ok" (trained and evaluated), "not evaluated", "not trained", "failed" (a stage log
     recorded an error) or "unreadable" (an output exists but cannot be parsed).
     """
-    spec = params["experiments"][name]
-    exp = {"name": name, "dataset": spec["dataset"], "model": spec["model"]["name"],
-           "description": spec.get("description", ""), "reported": spec.get("reported"),
-           "config": params_mod.experiment_config(params, name), "dir": results / name,
-           "problems": [], "finished": None}
+    spec = study["experiments"][name]
+    exp = {"name": name, "dataset": spec["dataset"], "model": spec["model"],
+           "description": spec["description"], "reported": spec["reported"],
+           "config": {}, "dir": results / name, "problems": [], "finished": None}
     for f in EXPERIMENT_FILES:
         key = f.replace(".", "_")
         exp[key] = None
@@ -64,8 +61,8 @@ def experiment(params: dict, name: str, results: Path, logs: Path | None = None)
                 exp[key] = _read(path)
             except (ValueError, OSError, pd.errors.ParserError) as e:  # JSONDecodeError is a ValueError
                 exp["problems"].append(f"{path}: cannot read ({e}); rerun the stage that writes it")
-    if exp["config_json"] is not None:   # what the run was configured with, if params changed since
-        exp["config"] = exp["config_json"]
+    if exp["run_json"] is not None:   # what the run was configured with
+        exp["config"] = exp["run_json"].get("config", {})
     exp["log_path"], exp["log_tail"] = _log_tail(logs, name)
     if exp["problems"]:
         exp["status"] = "unreadable"
@@ -88,17 +85,15 @@ def _pct(x) -> float | None:
 
 def leaderboard_row(exp: dict) -> dict:
     """One leaderboard row; accuracies in %, `diff` = our test top-1 minus the seed's figure (points)."""
-    train, test = exp["train_json"] or {}, exp["test_json"] or {}
+    train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
     max_epochs = exp["config"].get("epochs")
     epochs_run = train.get("epochs_run")
-    stopped = train.get("stopped_early")
-    if stopped is None and epochs_run is not None and max_epochs is not None:
-        stopped = epochs_run < max_epochs   # older train.json without the flag: infer it
+    stopped = run.get("stopped_early")
     test_acc = _pct(test.get("test_acc"))
     reported = exp["reported"]
     return {
         "name": exp["name"], "dataset": exp["dataset"], "model": exp["model"], "status": exp["status"],
-        "n_params": train.get("params"), "epochs_run": epochs_run, "max_epochs": max_epochs,
+        "n_params": run.get("params"), "epochs_run": epochs_run, "max_epochs": max_epochs,
         "best_epoch": train.get("best_epoch"), "stopped_early": bool(stopped),
         "best_val_acc": _pct(train.get("best_val_acc")), "test_acc": test_acc,
         "test_top5": _pct(test.get("test_top5")), "test_loss": test.get("test_loss"),
@@ -126,8 +121,11 @@ def most_confused(confusion: pd.DataFrame, n: int = 10) -> list[dict]:
 
 def per_class(exp: dict) -> list[tuple[str, float]]:
     """(class, accuracy %) pairs, worst first; ties in class order."""
-    acc = (exp["test_json"] or {}).get("per_class_acc", {})
-    return sorted(((c, 100.0 * a) for c, a in acc.items()), key=lambda ca: ca[1])
+    table = exp["per_class_csv"]
+    if table is None:
+        return []
+    return sorted(((str(c), 100.0 * float(a)) for c, a in zip(table["class"], table["accuracy"])),
+                  key=lambda ca: ca[1])
 
 
 def prediction_sample(predictions: pd.DataFrame, n_random: int = 8, n_mistakes: int = 8,
@@ -191,11 +189,11 @@ def environments(exps: list[dict]) -> list[dict]:
     """Distinct software/hardware combinations the experiments trained on, with who used each."""
     envs: dict[tuple, dict] = {}
     for e in exps:
-        if e["train_json"] is None:
+        if e["run_json"] is None:
             continue
-        v = e["train_json"].get("versions", {})
+        v = e["run_json"].get("versions", {})
         env = {k: v.get(k) for k in ("python", "torch", "torchvision", "cuda", "platform")}
-        env["device"] = e["train_json"].get("device")
+        env["device"] = e["run_json"].get("device")
         env["device_name"] = v.get("device_name")
         envs.setdefault(tuple(env.items()), {**env, "experiments": []})["experiments"].append(e["name"])
     return list(envs.values())

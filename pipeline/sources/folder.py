@@ -10,6 +10,7 @@ uncompressed images.tar; prepare's workers then read each image directly by name
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,10 +23,20 @@ import numpy as np
 
 from pipeline.sources import archives
 from pipeline.sources.base import Items, Raw, image_items
-from pipeline.stage import PipelineError, digest
+from pipeline.stage import PipelineError
 
 log = logging.getLogger("pipeline.sources")
 RECORD, TAR = "folder.json", "images.tar"
+
+
+def digest(directory: Path) -> str:
+    """sha256 over a directory's relative file names and contents (hidden files left out)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(str(f.relative_to(directory)).encode())
+        with open(f, "rb") as fh:
+            h.update(hashlib.file_digest(fh, "sha256").digest())
+    return h.hexdigest()
 
 
 def local_path(source: dict) -> Path:

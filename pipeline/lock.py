@@ -1,0 +1,59 @@
+"""One workspace, one orchestrator at a time: Snakemake holds DVC's own repository lock.
+
+`dvc repro` and `snakemake` in the same workspace would otherwise train the same experiment into the
+same paths at once (each deletes a stage's outputs before running it). DVC already takes
+`.dvc/tmp/lock` when it starts, and records the outputs its running stage writes in
+`.dvc/tmp/rwlock`; the Snakefile's `onstart` takes that lock too and holds it until Snakemake
+exits. So a `dvc` command started while Snakemake runs stops with DVC's "Unable to acquire lock",
+and Snakemake started while DVC runs stops with the one line below.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+from pipeline.stage import PipelineError
+
+_held: list[int] = []   # the open lock file, kept for the life of the Snakemake process
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dvc_writers(dvc_dir: Path) -> list[str]:
+    """Commands of live DVC processes that hold write locks on outputs (a stage is running)."""
+    try:
+        record = json.loads((dvc_dir / "tmp" / "rwlock").read_text() or "{}")
+    except (FileNotFoundError, ValueError):
+        return []
+    return sorted({info["cmd"] for info in record.get("write", {}).values() if _alive(info["pid"])})
+
+
+def hold_workspace(root: Path = Path(".")) -> None:
+    """Take DVC's repository lock for this process, or raise naming the DVC command that runs."""
+    dvc_dir = root / ".dvc"
+    if not dvc_dir.is_dir() or _held:
+        return
+    (dvc_dir / "tmp").mkdir(exist_ok=True)
+    fd = os.open(dvc_dir / "tmp" / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    busy = f"DVC is running in this workspace ({dvc_dir / 'tmp' / 'lock'} is held)"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise PipelineError(f"{busy}; wait for it to finish, then run snakemake again") from None
+    writers = dvc_writers(dvc_dir)   # DVC lets go of its lock while a stage's command runs
+    if writers:
+        os.close(fd)
+        raise PipelineError(f"DVC is running a stage in this workspace ({'; '.join(writers)}); wait for it "
+                            f"to finish, then run snakemake again")
+    _held.append(fd)

@@ -1,0 +1,287 @@
+"""Every stage declared once: its command, dependencies (with the code it really imports), outputs
+and params. Both orchestrators are built from this table:
+
+    python -m pipeline.stages dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
+    Snakefile                              # builds its rules from the same table at parse time
+
+Path templates use {ds} (a data set), {exp} (an experiment) and {dataset} (that experiment's data
+set). Every stage is `python -m pipeline.<name>` with one `--<option> <path>` per dependency and
+output, then `--log`; it reads no other file (params.yaml reaches the stages as the configs that
+the configure stage resolves from it).
+"""
+from __future__ import annotations
+
+import ast
+import functools
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import params as params_mod
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent
+# Files the code reads that are not Python modules, by the module that reads them.
+DATA_FILES = {"pipeline.params": ["pipeline/params.schema.yaml"],
+              "pipeline.report": ["pipeline/templates/report.html.j2"]}
+
+
+@dataclass(frozen=True)
+class Out:
+    path: str
+    kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
+    directory: bool = False
+
+
+@dataclass(frozen=True)
+class Gather:
+    """A dependency on every output of `stages` (for all experiments / data sets): DVC depends on
+    the folder `path` that holds them, Snakemake on the files themselves."""
+    path: str
+    stages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    foreach: str | None                 # None (one job) | "datasets" | "experiments"
+    deps: dict[str, str | Gather]       # --option -> path the stage reads
+    outs: dict[str, Out]                # --option -> path the stage writes
+    args: dict[str, str] = field(default_factory=dict)   # other --option value pairs
+    params: tuple[str, ...] = ()        # params.yaml keys (only configure reads params.yaml)
+    gpu: bool = False                   # takes the `gpu` resource under Snakemake
+
+    @property
+    def module(self) -> str:
+        return f"pipeline.{self.name}"
+
+    @property
+    def log(self) -> str:
+        key = {"datasets": "{ds}", "experiments": "{exp}", None: None}[self.foreach]
+        return f"logs/{self.name}/{key}.log" if key else f"logs/{self.name}.log"
+
+
+EXP, DS = "results/experiments/{exp}", "data/prepared/{dataset}"
+STAGES = [
+    # Resolves params.yaml into one small JSON file per job. A file changes only when what that job
+    # uses changes, so a new global `lr` retrains exactly the experiments that inherit it.
+    Stage("configure", None, deps={}, outs={"out": Out("results/configs", directory=True)},
+          args={"params": "params.yaml"},
+          params=("study", "datasets", "experiments", *params_mod.training_keys())),
+    Stage("download", "datasets", deps={"config": "results/configs/datasets/{ds}.source.json"},
+          outs={"out": Out("data/raw/{ds}", directory=True)}),
+    Stage("prepare", "datasets",
+          deps={"config": "results/configs/datasets/{ds}.json", "raw": "data/raw/{ds}"},
+          outs={"out": Out("data/prepared/{ds}", directory=True)}),
+    Stage("stats", "datasets", deps={"prepared": "data/prepared/{ds}"},
+          outs={"out": Out("data/stats/{ds}.json")}),
+    Stage("train", "experiments", gpu=True,
+          deps={"config": "results/configs/experiments/{exp}.json", "prepared": DS,
+                "stats": "data/stats/{dataset}.json"},
+          outs={"model": Out(f"{EXP}/model.pt"), "history": Out(f"{EXP}/history.csv", "plot"),
+                "metrics": Out(f"{EXP}/train.json", "metric"), "run": Out(f"{EXP}/run.json"),
+                "layers": Out(f"{EXP}/layers.csv")},
+          args={"experiments": "results/experiments"}),   # parents' checkpoints (`pretrained: <exp>`)
+    Stage("evaluate", "experiments", gpu=True, deps={"model": f"{EXP}/model.pt", "prepared": DS},
+          outs={"metrics": Out(f"{EXP}/test.json", "metric"), "per_class": Out(f"{EXP}/per_class.csv"),
+                "predictions": Out(f"{EXP}/predictions.csv"), "confusion": Out(f"{EXP}/confusion.csv")}),
+    Stage("report", None,
+          deps={"study": "results/configs/study.json",
+                "results": Gather("results/experiments", ("train", "evaluate")),
+                "prepared": Gather("data/prepared", ("prepare",)), "stats": Gather("data/stats", ("stats",))},
+          outs={"out": Out("results/report.html")}),
+]
+BY_NAME = {s.name: s for s in STAGES}
+
+
+# ---- the code a stage runs: its module and every pipeline module that one imports ---------------
+
+def _imports(module: str) -> set[str]:
+    """pipeline.* modules imported anywhere in `module` (function-level imports too)."""
+    path = PACKAGE.parent / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = path.with_suffix("") / "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            base = node.module
+            if base == "pipeline" or base.startswith("pipeline."):
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names)   # `from pipeline import x`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pipeline."))
+    return {m for m in found if _source(m) is not None}
+
+
+def _source(module: str) -> Path | None:
+    rel = Path(*module.split("."))
+    for cand in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+@functools.cache
+def code_deps(module: str) -> tuple[str, ...]:
+    """Source files of `module` and of every pipeline module it imports, transitively, plus the
+    data files they read (the schema, the report template)."""
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo.extend(_imports(m))
+        parts = m.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))   # parent packages run first
+    files = {str(_source(m).relative_to(ROOT)) for m in seen if m != "pipeline"}
+    files.update(f for m in seen for f in DATA_FILES.get(m, []))
+    return tuple(sorted(files))
+
+
+# ---- command lines ----------------------------------------------------------------------------
+
+def command(stage: Stage, fill) -> str:
+    """`python -m pipeline.<stage> --opt path ...`; `fill(kind, option, template)` renders each path."""
+    parts = [f"python -m {stage.module}"]
+    parts += [f"--{opt} {fill('gather', opt, dep.path) if isinstance(dep, Gather) else fill('input', opt, dep)}"
+              for opt, dep in stage.deps.items()]
+    parts += [f"--{opt} {fill('output', opt, out.path)}" for opt, out in stage.outs.items()]
+    parts += [f"--{opt} {value}" for opt, value in stage.args.items()]
+    parts.append(f"--log {fill('log', 'log', stage.log)}")
+    return " ".join(parts)
+
+
+# ---- dvc.yaml ------------------------------------------------------------------------------
+
+def _dvc_path(template: str) -> str:
+    return template.replace("{ds}", "${key}").replace("{exp}", "${key}").replace("{dataset}", "${item.dataset}")
+
+
+def package_deps(files: tuple[str, ...]) -> list[str]:
+    """The code deps with every sub-package the stage imports whole written as its folder: the same
+    content to DVC (.dvcignore leaves out __pycache__), one `dvc exp show` column instead of ten."""
+    files, packages = set(files), set()
+    for init in sorted(PACKAGE.rglob("__init__.py")):
+        folder = init.parent
+        if folder == PACKAGE:
+            continue
+        members = {str(p.relative_to(ROOT)) for p in folder.glob("*.py")}
+        if members <= files:
+            files -= members
+            packages.add(str(folder.relative_to(ROOT)))
+    return sorted(files | packages)
+
+
+def dvc_stage(stage: Stage) -> dict:
+    body: dict = {"cmd": command(stage, lambda kind, opt, t: _dvc_path(t))}
+    deps = [_dvc_path(d.path if isinstance(d, Gather) else d) for d in stage.deps.values()]
+    body["deps"] = deps + package_deps(code_deps(stage.module))
+    if stage.params:
+        body["params"] = list(stage.params)
+    for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
+        outs = [_dvc_path(o.path) for o in stage.outs.values() if o.kind == kind]
+        if outs:
+            body[key] = [{o: PLOT_AXES} for o in outs] if kind == "plot" else outs
+    if stage.foreach:
+        return {"foreach": "${" + stage.foreach + "}", "do": body}
+    return body
+
+
+PLOT_AXES = {"x": "epoch", "y": "val_acc"}   # history.csv: one row per epoch
+DVC_HEADER = """\
+# Generated from pipeline/stages.py by `python -m pipeline.stages dvc.yaml`: edit that file, not this.
+# The same stages as the Snakefile; every output is cached, so DVC's run-cache, `dvc exp`,
+# `dvc push/pull` and `dvc checkout` cover all of them.
+#   dvc repro    dvc exp run -S lr=0.01    dvc exp show    dvc plots show
+"""
+
+
+def dvc_yaml() -> str:
+    import yaml
+    stages = {s.name: dvc_stage(s) for s in STAGES}
+    body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
+    return DVC_HEADER + body
+
+
+# ---- Snakemake ---------------------------------------------------------------------------------
+
+class Snakemake:
+    """What the Snakefile needs of a stage, for the study in `params`."""
+
+    WILDCARD = {"datasets": "ds", "experiments": "exp"}
+
+    def __init__(self, params: dict):
+        self.params = params
+
+    def _fill(self, template: str, wildcards) -> str:
+        exp = getattr(wildcards, "exp", None)
+        dataset = self.params["experiments"][exp]["dataset"] if exp else None
+        return template.format(ds=getattr(wildcards, "ds", None), exp=exp, dataset=dataset)
+
+    def _input_function(self, template: str):
+        return lambda wildcards: self._fill(template, wildcards)
+
+    def all_outputs(self, name: str) -> list[str]:
+        stage = BY_NAME[name]
+        keys = self.params[stage.foreach] if stage.foreach else [None]
+        w = self.WILDCARD.get(stage.foreach)
+        return [out.path.format(**({w: k} if w else {})) for k in keys for out in stage.outs.values()]
+
+    def inputs(self, name: str) -> dict:
+        """Named inputs (functions of the job's wildcards) plus the code the stage imports."""
+        stage, inputs = BY_NAME[name], {}
+        for opt, dep in stage.deps.items():
+            if isinstance(dep, Gather):
+                inputs[opt] = [f for s in dep.stages for f in self.all_outputs(s)]
+            else:
+                inputs[opt] = self._input_function(dep)
+        extra = EXTRA_INPUTS.get(stage.name)
+        if extra:
+            inputs["extra"] = lambda wildcards: extra(self.params, wildcards)
+        inputs["code"] = list(code_deps(stage.module))
+        return inputs
+
+    @staticmethod
+    def outputs(name: str) -> dict:
+        from snakemake.io import directory
+        return {opt: directory(o.path) if o.directory else o.path for opt, o in BY_NAME[name].outs.items()}
+
+    @staticmethod
+    def shell(stage: Stage) -> str:
+        def fill(kind, opt, template):
+            return {"log": "{log}", "gather": template}.get(kind, f"{{{kind}.{opt}}}")
+        return command(stage, fill)
+
+
+# Dependencies only Snakemake can declare: DVC's foreach cannot add one to some entries only.
+def _parent_checkpoint(params: dict, wildcards) -> list[str]:
+    """`pretrained: <experiment>`: that experiment's checkpoint. (DVC: its config and data set
+    entry are part of this experiment's config instead; see params.experiment_config.)"""
+    parent = params["experiments"][wildcards.exp].get("pretrained", params["pretrained"])
+    return [] if parent in (None, "imagenet") else [f"results/experiments/{parent}/model.pt"]
+
+
+def _local_source(params: dict, wildcards) -> list[str]:
+    """A `folder` source's own directory or archive. (DVC: pinned by `source.md5` instead.)"""
+    source = params["datasets"][wildcards.ds]["source"]
+    return [source["path"]] if source["kind"] == "folder" else []
+
+
+EXTRA_INPUTS = {"train": _parent_checkpoint, "download": _local_source}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, nargs="?", help="where to write dvc.yaml (default: print it)")
+    args = ap.parse_args(argv)
+    text = dvc_yaml()
+    if args.out:
+        args.out.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+if __name__ == "__main__":
+    main()

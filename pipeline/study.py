@@ -1,0 +1,105 @@
+"""Switch the study params.yaml runs: copy studies/<name>.yaml's data sets and experiments into it.
+
+    python -m pipeline.study                 # list the studies; say which one runs and if it was edited
+    python -m pipeline.study seed            # run the seed study from now on (both tools)
+    python -m pipeline.study seed --save     # first write params.yaml's edits back to the current study's file
+    python -m pipeline.study seed --discard  # or drop them
+
+params.yaml holds the running study in full (`study:`, `datasets:`, `experiments:`), plain YAML that
+`dvc exp run -S` can rewrite, next to the training defaults; studies/ holds every study, each a file
+of its own. A switch refuses to lose edits made to the running study in params.yaml unless told to
+save or discard them. It writes params.yaml the way `dvc exp run -S` does (comments kept), so a
+later `-S lr=...` changes one line. Then run `snakemake` or `dvc repro` / `dvc exp run` as usual.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline import params as params_mod
+from pipeline.params import ParamsError
+from pipeline.stage import cli
+
+STUDY_KEYS = ("datasets", "experiments")
+
+
+def load_study(path: Path, defaults: dict) -> dict:
+    """A study file, validated against the schema's study definition and the defaults' cross-checks."""
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml"))) or "none"
+        raise ParamsError(f"{path}: no such study file (studies: {known}); create it with a `datasets:` "
+                          f"and an `experiments:` mapping, like studies/demo.yaml")
+    study = params_mod.read_yaml(path)
+    schema = {**params_mod.load_schema(), "$ref": "#/$defs/study"}
+    schema.pop("required"), schema.pop("properties"), schema.pop("additionalProperties")
+    params_mod._schema_check(study, schema, str(path))
+    params_mod.check_study(study, defaults, str(path))
+    return study
+
+
+def edited(params: dict, studies: Path) -> bool:
+    """Whether params.yaml's running study differs from its file in studies/."""
+    path = studies / f"{params['study']}.yaml"
+    if not path.is_file():
+        return True
+    saved = params_mod.read_yaml(path)
+    return any(saved.get(k) != params[k] for k in STUDY_KEYS)
+
+
+def switch(params_path: Path, studies: Path, name: str, save: bool = False, discard: bool = False) -> None:
+    from ruamel.yaml import YAML
+    params = params_mod.load(params_path)
+    current = params["study"]
+    incoming = load_study(studies / f"{name}.yaml", params)
+    rt = YAML()   # round-trip: keeps comments
+    if edited(params, studies) and not discard:
+        if not save:
+            raise ParamsError(
+                f"{params_path}: the running study {current!r} was edited there since it was copied from "
+                f"{studies / (current + '.yaml')}; rerun with --save to write the edits back to that file, "
+                f"or --discard to drop them")
+        doc, own = rt.load(params_path), studies / f"{current}.yaml"
+        saved = rt.load(own) if own.is_file() else {}
+        for key in STUDY_KEYS:
+            saved[key] = doc[key]
+        rt.dump(saved, own)
+    doc, new = rt.load(params_path), rt.load(studies / f"{name}.yaml")
+    doc["study"] = name
+    for key in STUDY_KEYS:
+        doc[key] = new[key]
+    rt.dump(doc, params_path)
+    normalise(params_path)
+    params_mod.load(params_path)   # a last check of what was written
+    print(f"params.yaml now runs study {name!r} ({len(incoming['experiments'])} experiments); "
+          f"run snakemake or dvc repro", file=sys.stderr)
+
+
+def normalise(path: Path) -> None:
+    """Rewrite `path` exactly as `dvc exp run -S` would (an empty override), so that DVC's own
+    later rewrites change only the lines they set."""
+    from dvc.utils.hydra import apply_overrides
+    apply_overrides(str(path), [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("name", nargs="?", help="the study to run: studies/<name>.yaml")
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument("--save", action="store_true", help="write params.yaml's edits of the running study back")
+    group.add_argument("--discard", action="store_true", help="drop params.yaml's edits of the running study")
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--studies", type=Path, default=Path("studies"))
+    args = ap.parse_args(argv)
+    if args.name:
+        switch(args.params, args.studies, args.name, args.save, args.discard)
+        return
+    params = params_mod.load(args.params)
+    for path in sorted(args.studies.glob("*.yaml")):
+        running = path.stem == params["study"]
+        note = " (edited in params.yaml)" if running and edited(params, args.studies) else ""
+        print(f"{'*' if running else ' '} {path.stem}{note}: {params_mod.read_yaml(path).get('description', '')}")
+
+
+if __name__ == "__main__":
+    cli(main)

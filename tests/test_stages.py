@@ -1,0 +1,140 @@
+"""The one stage table: dvc.yaml is generated from it, the code each stage imports is declared,
+params.yaml survives DVC's rewrites, and the workspace lock keeps the tools apart."""
+from __future__ import annotations
+
+import difflib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import lock, stages
+from pipeline import params as P
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_dvc_yaml_is_the_generated_one():
+    assert (ROOT / "dvc.yaml").read_text() == stages.dvc_yaml(), \
+        "dvc.yaml is stale: run `python -m pipeline.stages dvc.yaml`"
+
+
+def test_no_dvc_lock_is_committed():
+    """A committed dvc.lock would name outputs no remote here holds, and go stale with the code."""
+    tracked = subprocess.run(["git", "ls-files", "dvc.lock"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert tracked == ""
+
+
+def test_every_dvc_output_is_cached_and_none_is_persistent():
+    """The run-cache, `dvc exp`, push/pull and checkout only cover cached, non-persistent outputs."""
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, st in dvc.items():
+        body = st.get("do", st)
+        for key in ("outs", "metrics", "plots"):
+            for out in body.get(key, []):
+                props = next(iter(out.values())) if isinstance(out, dict) else {}
+                assert "persist" not in props and props.get("cache", True), (name, out)
+
+
+def runtime_imports(module: str) -> set[str]:
+    """pipeline modules loaded by importing `module` (top-level imports only)."""
+    code = f"import sys, {module}; print('\\n'.join(m for m in sys.modules if m.startswith('pipeline.')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def as_file(module: str) -> str:
+    rel = Path(*module.split("."))
+    return str(rel.with_suffix(".py")) if (ROOT / rel.with_suffix(".py")).exists() else str(rel / "__init__.py")
+
+
+@pytest.mark.parametrize("stage", stages.STAGES, ids=lambda s: s.name)
+def test_code_deps_cover_what_the_stage_imports(stage):
+    deps = set(stages.code_deps(stage.module))
+    assert {as_file(m) for m in runtime_imports(stage.module)} <= deps
+    assert all((ROOT / f).is_file() for f in deps)
+
+
+def test_code_deps_follow_lazy_imports_and_nothing_else():
+    train, evaluate, stats = (set(stages.code_deps(f"pipeline.{s}")) for s in ("train", "evaluate", "stats"))
+    assert {"pipeline/engine.py", "pipeline/augment.py", "pipeline/models/resnet.py"} <= train   # imported in train()
+    assert {"pipeline/engine.py", "pipeline/data.py"} <= evaluate
+    assert "pipeline/report/figures.py" in stages.code_deps("pipeline.report")
+    assert "pipeline/templates/report.html.j2" in stages.code_deps("pipeline.report")
+    assert not {"pipeline/engine.py", "pipeline/train.py", "pipeline/report/__init__.py"} & stats
+    assert "pipeline/report/__init__.py" not in train
+
+
+def test_conda_env_pins_the_same_packages_as_requirements():
+    env = yaml.safe_load((ROOT / "envs/pipeline.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    reqs = [l for l in (ROOT / "envs/requirements.txt").read_text().splitlines() if l and not l.startswith("#")]
+    assert pip == reqs
+
+
+# ---- params.yaml under `dvc exp run -S` -------------------------------------------------------
+
+def dvc_set(tmp_path: Path, *overrides: str) -> tuple[str, str]:
+    """params.yaml before and after DVC's own -S rewrite (dvc.utils.hydra.apply_overrides)."""
+    from dvc.utils.hydra import apply_overrides
+    path = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", path)
+    apply_overrides(str(path), list(overrides))
+    return (ROOT / "params.yaml").read_text(), path.read_text()
+
+
+def changed_lines(before: str, after: str) -> list[str]:
+    return [l for l in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+            if l[:1] in "+-" and not l.startswith(("+++", "---"))]
+
+
+@pytest.mark.parametrize("value, expected", [("1e-5", 1e-5), ("0.00001", 1e-5), ("0.01", 0.01)])
+def test_dvc_set_changes_one_line_and_the_number_reads_back(tmp_path, value, expected):
+    before, after = dvc_set(tmp_path, f"lr={value}")
+    diff = changed_lines(before, after)
+    assert len(diff) == 2 and diff[0].startswith("-lr: ") and diff[1].startswith("+lr: "), diff
+    assert "# float > 0. Learning rate" in diff[1]               # its comment kept
+    assert P.load(tmp_path / "params.yaml")["lr"] == expected
+
+
+def test_dvc_set_adds_a_per_experiment_override_and_keeps_every_comment(tmp_path):
+    before, after = dvc_set(tmp_path, "+experiments.digits_mlp.lr=0.1")
+    assert [l for l in changed_lines(before, after)] == ["+    lr: 0.1"]
+    params = P.load(tmp_path / "params.yaml")
+    assert P.experiment_config(params, "digits_mlp")["lr"] == 0.1
+    assert P.experiment_config(params, "digits_lenet")["lr"] == params["lr"]
+
+
+def test_yaml_1_2_numbers_as_people_and_dvc_write_them(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("\nlr: 0.05 ", "\nlr: 1e-3 ", 1)
+    (tmp_path / "params.yaml").write_text(text)
+    assert P.load(tmp_path / "params.yaml")["lr"] == 0.001
+
+
+# ---- the workspace lock --------------------------------------------------------------------------
+
+def test_snakemake_cannot_take_the_workspace_while_dvc_holds_its_lock(tmp_path):
+    (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
+    holder = subprocess.Popen(   # holds .dvc/tmp/lock the way DVC does (flock), until stdin closes
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open('.dvc/tmp/lock', os.O_RDWR | os.O_CREAT); "
+                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"],
+        cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(lock.PipelineError, match=r"DVC is running in this workspace .*lock is held"):
+            lock.hold_workspace(tmp_path)
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+
+
+def test_a_running_dvc_stage_is_seen_through_its_write_lock(tmp_path):
+    (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
+    (tmp_path / ".dvc" / "tmp" / "rwlock").write_text(
+        '{"write": {"/p/results/x": {"pid": %d, "cmd": "dvc repro"}, "/p/y": {"pid": 999999999, "cmd": "dvc old"}},'
+        ' "read": {}}' % os.getpid())
+    assert lock.dvc_writers(tmp_path / ".dvc") == ["dvc repro"]     # the dead pid's entry is stale
