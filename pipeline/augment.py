@@ -2,8 +2,9 @@
 
 torchvision.transforms.v2 applied to a batch tensor draws ONE set of random parameters for the
 whole batch, so the random ops are written here on batches: every op draws its parameters for
-each sample from a CPU torch.Generator (same seed -> same images, on any device) and applies them
-with one batched tensor operation. Ops follow torchvision's semantics and defaults (zero fill,
+each sample from a CPU torch.Generator (same seed -> same images, on any device), moves them to
+the device asynchronously (pinned memory: the host never waits) and applies them with one batched
+tensor operation. Ops follow torchvision's semantics and defaults (zero fill,
 nearest rotation, ITU-R 601 grey), listed in params as e.g.
 
     augment: [{name: crop, padding: 4}, {name: hflip}]
@@ -16,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.data import to_device
+
 GREY = (0.299, 0.587, 0.114)
 
 
@@ -24,7 +27,7 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 
 def _coin(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
-    return (torch.rand(n, generator=g) < p).to(device).view(-1, 1, 1, 1)
+    return to_device(torch.rand(n, generator=g) < p, device).view(-1, 1, 1, 1)
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -42,8 +45,8 @@ def crop(x, g, padding: int = 4):
     """RandomCrop(size of x, padding): zero-pad, then cut a random window per sample."""
     b, _, h, w = x.shape
     padded = F.pad(x, (padding,) * 4)                                       # (B, C, H+2p, W+2p)
-    oy = torch.randint(0, 2 * padding + 1, (b,), generator=g).to(x.device)
-    ox = torch.randint(0, 2 * padding + 1, (b,), generator=g).to(x.device)
+    oy = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=g), x.device)
+    ox = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=g), x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B, 1, H, 1)
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B, 1, 1, W)
     return padded[torch.arange(b, device=x.device)[:, None, None, None],
@@ -70,14 +73,14 @@ def color_jitter(x, g, brightness: float = 0.0, contrast: float = 0.0, saturatio
                           (contrast, lambda y: grey(y).mean((1, 2, 3), keepdim=True)),
                           (saturation, grey)):
         if s:
-            f = _uniform(b, max(0.0, 1 - s), 1 + s, g).to(x.device).view(-1, 1, 1, 1)
+            f = to_device(_uniform(b, max(0.0, 1 - s), 1 + s, g), x.device).view(-1, 1, 1, 1)
             y = (f * y + (1 - f) * blend_with(y)).clamp(0, 255)
     return _to_uint8(y)
 
 
 def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
     """Sample x (B, C, H, W) at the affine grid theta (B, 2, 3), zero outside; uint8 in, uint8 out."""
-    grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+    grid = F.affine_grid(to_device(theta, x.device), list(x.shape), align_corners=False)
     return _to_uint8(F.grid_sample(x.float(), grid, mode=mode, padding_mode="zeros", align_corners=False))
 
 

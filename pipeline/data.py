@@ -46,11 +46,23 @@ class Normalize(torch.nn.Module):
         return (x.float() / 255.0 - self.mean) / self.std
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor (random draws made on the CPU, so a seed gives the same numbers on any device)
+    moved to `device` without making the host wait: through pinned memory, asynchronously."""
+    if device.type == "cpu":
+        return t
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def memory_format(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if nhwc else x
+
+
 def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):
     """Yield (images, labels) batches; shuffled with `generator` when given, else in order."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    order = order.to(split.labels.device)
+    order = to_device(order, split.labels.device)
     for start in range(0, n, batch_size):
         idx = order[start:start + batch_size]
         yield split.images[idx], split.labels[idx]

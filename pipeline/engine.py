@@ -5,8 +5,10 @@ augment.py, layer tables in layers.py; this module wires them into one seeded tr
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import platform
 import random
 import sys
@@ -33,13 +35,37 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; make CPU kernels deterministic. Returns the shuffling RNG."""
+def seed_everything(seed: int, device: torch.device, deterministic: bool = False) -> torch.Generator:
+    """Seed Python, NumPy and torch. Returns the shuffling RNG.
+
+    CPU runs are repeatable bit for bit as they are. On CUDA, `deterministic` makes them so too:
+    cuBLAS gets a fixed workspace, a kernel without a deterministic version is an error (not a
+    warning), and cuDNN stops auto-tuning; otherwise cuDNN picks the fastest kernels (benchmark).
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    if device.type == "cuda":
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # read at cuBLAS's first use
+        torch.use_deterministic_algorithms(deterministic)
+        torch.backends.cudnn.benchmark = not deterministic
+    else:
+        torch.use_deterministic_algorithms(True, warn_only=not deterministic)
     return torch.Generator().manual_seed(seed)
+
+
+def autocast(config: dict, device: torch.device):
+    """The forward pass's precision: `precision: auto` is bf16 autocast on CUDA and fp32 on the
+    CPU (where fp32 is the bit-for-bit reproducible baseline); `fp32` and `bf16` say it outright."""
+    precision = config.get("precision", "auto")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def channels_last(model: nn.Module, device: torch.device) -> bool:
+    """NHWC for convolutional models on CUDA (what tensor-core convolutions want)."""
+    return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def versions() -> dict:
@@ -119,29 +145,40 @@ def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) ->
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: data.Split, batch_size: int) -> torch.Tensor:
-    """Logits for the whole split, in order: (N, num_classes) float32 on the CPU."""
+def predict(model: nn.Module, split: data.Split, batch_size: int,
+            precision=contextlib.nullcontext(), nhwc: bool = False) -> torch.Tensor:
+    """Logits for the whole split, in order: (N, num_classes) float32 on the CPU (one copy at the end)."""
     model.eval()
-    return torch.cat([model(x).float().cpu() for x, _ in data.batches(split, batch_size)])
+    with precision:
+        out = [model(data.memory_format(x, nhwc)).float() for x, _ in data.batches(split, batch_size)]
+    return torch.cat(out).cpu()
 
 
-def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator, desc) -> tuple[float, float]:
-    """One pass of training with per-sample augmentation. Returns (mean loss, accuracy)."""
+def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator, desc,
+              precision=contextlib.nullcontext(), nhwc: bool = False) -> tuple[float, float]:
+    """One pass of training with per-sample augmentation. Returns (mean loss, accuracy).
+
+    Nothing in the step waits for the device: loss and correct counts add up on it (the loss in
+    float64, as exactly as Python floats did) and are read once, after the last step.
+    """
     batch_size = config["batch_size"]
     # A frozen body stays in eval mode: a fixed feature extractor keeps its BatchNorm statistics.
     model.train(config.get("finetune", "all") == "all")
-    total_loss, correct = 0.0, 0
+    device = split.labels.device
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
     for x, y in tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
                      total=-(-len(split) // batch_size)):
-        x = augment.apply(config.get("augment", []), x, aug_generator)
+        x = data.memory_format(augment.apply(config.get("augment", []), x, aug_generator), nhwc)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with precision:
+            logits = model(x)
+            loss = loss_fn(logits, y)
         loss.backward()
         optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-    return total_loss / len(split), correct / len(split)
+        total_loss += loss.detach().double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+    return total_loss.item() / len(split), correct.item() / len(split)
 
 
 def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out: Path,
@@ -150,27 +187,32 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     """Train one experiment, keeping the best-val checkpoint; write history, metrics, run record
     (resolved config, library versions, sizes) and layer table. Returns metrics + run record."""
     from pipeline.stage import atomic_path
-    generator = seed_everything(config["seed"])
-    aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     device = pick_device(config["device"])
+    generator = seed_everything(config["seed"], device, config.get("deterministic", False))
+    aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     meta = data.load_meta(prepared)
     train, val = (data.load_split(prepared, s, device) for s in ("train", "val"))
     weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
     model = build_model(config, meta, stats, **weights)
     init_pretrained(model, config, experiments)
     model = model.to(device)
+    nhwc, precision = channels_last(model, device), autocast(config, device)
+    if nhwc:
+        model = model.to(memory_format=torch.channels_last)
     if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
         raise PipelineError(f"experiment {config['name']}: nesterov: true needs momentum > 0")
     optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     schedule = recipes.Schedule(config.get("scheduler", {"name": "none"}), optimizer, config["epochs"])
     stopper = recipes.EarlyStopping(config.get("early_stopping", 0))
     loss_fn = recipes.make_loss(config)
-    history, best, start = [], None, time.perf_counter()
+    # torch.compile traces on the first call, so the first epoch's time holds the compile time.
+    step_model = torch.compile(model) if config.get("compile") else model
+    history, best, start, epoch_times = [], None, time.perf_counter(), []
     for epoch in range(1, config["epochs"] + 1):
-        lr = schedule.lr
-        train_loss, train_acc = run_epoch(model, train, loss_fn, optimizer, config, generator,
-                                          aug_generator, f"{config['name']} epoch {epoch}")
-        logits = predict(model, val, config["batch_size"])
+        lr, epoch_start = schedule.lr, time.perf_counter()
+        train_loss, train_acc = run_epoch(step_model, train, loss_fn, optimizer, config, generator,
+                                          aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc)
+        logits = predict(step_model, val, config["batch_size"], precision, nhwc)
         val_loss = loss_fn(logits, val.labels.cpu()).item()
         val_acc = (logits.argmax(1) == val.labels.cpu()).float().mean().item()
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
@@ -180,6 +222,7 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
         if best is None or val_acc > best["val_acc"]:   # chosen on val, never on test
             best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        epoch_times.append(round(time.perf_counter() - epoch_start, 3))
         schedule.step(val_acc)
         if stopper.update(val_acc):
             log.info("early stopping: no better val accuracy for %d epochs", stopper.patience)
@@ -192,7 +235,8 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     run = {"best_val_loss": best["val_loss"], "stopped_early": len(history) < config["epochs"],
            "params": sum(p.numel() for p in model.parameters()),
            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-           "input_size": list(size), "device": str(device), "config": config, "versions": versions()}
+           "input_size": list(size), "device": str(device), "epoch_times_s": epoch_times,
+           "config": config, "versions": versions()}
     with atomic_path(model_out) as tmp:
         torch.save({"state_dict": best_state, "config": config, "meta": meta, "stats": stats,
                     "epoch": best["epoch"]}, tmp)
@@ -219,4 +263,7 @@ def load_model(checkpoint: Path) -> tuple[nn.Module, dict, torch.device]:
     device = pick_device(ckpt["config"]["device"])
     model = build_model(ckpt["config"], ckpt["meta"], ckpt["stats"])
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(device), ckpt, device
+    model = model.to(device)
+    if channels_last(model, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model, ckpt, device

@@ -43,7 +43,8 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
     from pipeline import data, engine  # torch is imported only once there is work to do
     model, ckpt, device = engine.load_model(checkpoint)
     test = data.load_split(prepared, "test", device)
-    logits = engine.predict(model, test, ckpt["config"]["batch_size"]).numpy()
+    logits = engine.predict(model, test, ckpt["config"]["batch_size"], engine.autocast(ckpt["config"], device),
+                            engine.channels_last(model, device)).numpy()
     labels = test.labels.cpu().numpy()
     classes = data.load_meta(prepared)["classes"]
     result = scores(logits, labels, classes)

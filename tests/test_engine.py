@@ -1,0 +1,125 @@
+"""The training engine's speed features, on the CPU: fp32 CPU numbers unchanged bit for bit,
+no host sync inside the step loop, precision resolved per device, torch.compile wired in."""
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from cpu_reference import REFERENCE, digits_prepared, histories
+from pipeline import data, engine, params, recipes
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+
+
+def test_fp32_cpu_histories_of_the_demo_are_bit_identical_to_the_reference(tmp_path):
+    """Every demo experiment, 2 epochs on the CPU: the exact per-epoch numbers of tests/data
+    (written by the engine before the speed work; see tests/cpu_reference.py)."""
+    assert histories(tmp_path) == json.loads(REFERENCE.read_text())
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    return digits_prepared(tmp_path_factory.mktemp("prepared"))
+
+
+def config(**overrides) -> dict:
+    return {**DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "epochs": 1, "batch_size": 16,
+            "model": {"name": "lenet", "channels": [8], "fc": [32]},
+            "augment": [{"name": "crop", "padding": 1}, {"name": "hflip"}, {"name": "color_jitter", "brightness": 0.2}],
+            **overrides}
+
+
+class HostReads:
+    """Counts the Tensor methods that copy a value to the host (and so wait for the device)."""
+    METHODS = ("item", "cpu", "tolist", "numpy", "__float__", "__int__", "__bool__")
+
+    def __init__(self, monkeypatch):
+        self.calls: list[str] = []
+        for name in self.METHODS:
+            original = getattr(torch.Tensor, name)
+            monkeypatch.setattr(torch.Tensor, name, self._counting(name, original))
+
+    def _counting(self, name, original):
+        def method(t, *args, **kwargs):
+            self.calls.append(name)
+            return original(t, *args, **kwargs)
+        return method
+
+
+def test_the_step_loop_reads_nothing_back_until_the_epoch_ends(prepared, monkeypatch):
+    cfg = config()
+    model = engine.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]})
+    split = data.load_split(prepared, "train", torch.device("cpu"))
+    optimizer = recipes.make_optimizer(cfg, model.parameters())
+    steps = -(-len(split) // cfg["batch_size"])
+    reads = HostReads(monkeypatch)
+    loss, acc = engine.run_epoch(model, split, recipes.make_loss(cfg), optimizer, cfg,
+                                 torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), "t")
+    assert steps >= 10 and reads.calls == ["item", "item"]       # loss and correct count, once each
+    assert 0 < loss < 10 and 0 <= acc <= 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the CPU logic is tested above")
+def test_no_synchronising_cuda_call_in_the_step_loop(prepared):
+    cfg = config(device="cuda")
+    device = torch.device("cuda")
+    model = engine.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]}).to(device)
+    split = data.load_split(prepared, "train", device)
+    optimizer = recipes.make_optimizer(cfg, model.parameters())
+    run = lambda: engine.run_epoch(model, split, recipes.make_loss(cfg), optimizer, cfg,  # noqa: E731
+                                   torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), "t",
+                                   engine.autocast(cfg, device), engine.channels_last(model, device))
+    run()                                             # warm-up: allocator and cuDNN set-up may sync
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in caught if "synchronizing" in str(w.message)]
+    assert len(syncs) == 2, [str(w.message) for w in syncs]   # the two reads after the last step
+
+
+@pytest.mark.parametrize("precision, device, bf16", [
+    ("auto", "cpu", False), ("fp32", "cpu", False), ("bf16", "cpu", True),
+    ("auto", "cuda", True), ("fp32", "cuda", False), ("bf16", "cuda", True)])
+def test_precision_per_device(precision, device, bf16):
+    ctx = engine.autocast({"precision": precision}, torch.device(device))
+    if bf16:
+        assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
+    else:
+        assert isinstance(ctx, contextlib.nullcontext)
+
+
+def test_bf16_on_the_cpu_trains_and_evaluates_in_bf16(prepared, tmp_path):
+    m = engine.fit(config(precision="bf16", epochs=2), prepared, {"mean": [0.3], "std": [0.35]},
+                   tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "t.json", tmp_path / "r.json")
+    fp32 = engine.fit(config(epochs=2), prepared, {"mean": [0.3], "std": [0.35]}, tmp_path / "m2.pt",
+                      tmp_path / "h2.csv", tmp_path / "t2.json", tmp_path / "r2.json")
+    assert m["best_val_acc"] > 0.2 and m["best_val_acc"] != fp32["best_val_acc"]   # really another precision
+
+
+def test_compile_trains_through_the_compiled_module_and_saves_the_plain_one(prepared, tmp_path, monkeypatch):
+    compiled = []
+
+    class Compiled(torch.nn.Module):     # stands in for torch.compile's wrapper (compiling takes ~40 s here)
+        def __init__(self, model):
+            super().__init__()
+            self._orig_mod = model
+
+        def forward(self, x):
+            compiled.append(len(x))
+            return self._orig_mod(x)
+    monkeypatch.setattr(torch, "compile", Compiled)
+    m = engine.fit(config(compile=True, epochs=2), prepared, {"mean": [0.3], "std": [0.35]},
+                   tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "t.json", tmp_path / "r.json")
+    assert sum(compiled) == 2 * (200 + 100)          # every train and val image went through it
+    state = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    assert not any(k.startswith("_orig_mod") for k in state) and len(m["epoch_times_s"]) == 2
