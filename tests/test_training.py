@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cpu_reference import digits_prepared
 from pipeline import engine, layers, params, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,18 +19,8 @@ DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in p
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    """A prepared data set in the pipeline's format: 300 real 8x8 digit scans."""
-    from sklearn.datasets import load_digits
-    x, y = load_digits(return_X_y=True)
-    images = (x.reshape(-1, 8, 8, 1) * 255 / 16).astype(np.uint8)
-    out = tmp_path_factory.mktemp("prepared")
-    for split, sl in (("train", slice(0, 200)), ("val", slice(200, 300)), ("test", slice(300, 400))):
-        np.save(out / f"{split}_images.npy", images[sl])
-        np.save(out / f"{split}_labels.npy", y[sl].astype(np.int64))
-    (out / "meta.json").write_text(json.dumps({"classes": [str(i) for i in range(10)], "image_size": [8, 8],
-                                               "channels": 1}))
-    (out / "stats.json").write_text(json.dumps({"mean": [0.3], "std": [0.35]}))
-    return out
+    """A prepared data set in the pipeline's format: 400 real 8x8 digit scans (200/100/100)."""
+    return digits_prepared(tmp_path_factory.mktemp("prepared"))
 
 
 def config(**overrides) -> dict:
