@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import augment, data, layers, models, recipes
+from pipeline import augment, data, layers, models, recipes, resume
 from pipeline.stage import PipelineError
 
 log = logging.getLogger("pipeline.engine")
@@ -154,31 +154,62 @@ def predict(model: nn.Module, split: data.Split, batch_size: int,
     return torch.cat(out).cpu()
 
 
+class Diverged(Exception):
+    """The training loss became non-finite, or exploded (see run_epoch)."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"step {step}: loss {loss:.4g}")
+        self.step, self.loss = step, loss
+
+
+EXPLODED = 1000.0      # a loss this many times the first step's (and above this value) has diverged
+CHECK_EVERY = 50       # steps between the only host reads of an epoch, to stop a diverged run early
+
+
 def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator, desc,
               precision=contextlib.nullcontext(), nhwc: bool = False) -> tuple[float, float]:
     """One pass of training with per-sample augmentation. Returns (mean loss, accuracy).
 
     Nothing in the step waits for the device: loss and correct counts add up on it (the loss in
-    float64, as exactly as Python floats did) and are read once, after the last step.
+    float64, as exactly as Python floats did), and so does the first step whose loss is not
+    finite or exploded. They are read after the last step, and that step is checked every
+    CHECK_EVERY steps too; a diverged epoch raises Diverged.
     """
-    batch_size = config["batch_size"]
+    batch_size, clip = config["batch_size"], config.get("grad_clip")
     # A frozen body stays in eval mode: a fixed feature extractor keeps its BatchNorm statistics.
     model.train(config.get("finetune", "all") == "all")
     device = split.labels.device
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    for x, y in tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
-                     total=-(-len(split) // batch_size)):
+    bad_step = torch.full((), -1.0, dtype=torch.float64, device=device)   # first diverged step; -1: none
+    bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+    limit = None
+    for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
+                                       total=-(-len(split) // batch_size))):
         x = data.memory_format(augment.apply(config.get("augment", []), x, aug_generator), nhwc)
         optimizer.zero_grad(set_to_none=True)
         with precision:
             logits = model(x)
             loss = loss_fn(logits, y)
         loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
         optimizer.step()
-        total_loss += loss.detach().double() * len(y)
+        value = loss.detach().double()
+        total_loss += value * len(y)
         correct += (logits.argmax(1) == y).sum()
-    return total_loss.item() / len(split), correct.item() / len(split)
+        if limit is None:
+            limit = EXPLODED * value.abs().clamp(min=1.0)
+        new = (bad_step < 0) & ~((value.abs() <= limit) & torch.isfinite(value))
+        bad_step = torch.where(new, float(step), bad_step)
+        bad_loss = torch.where(new, value, bad_loss)
+        if (step + 1) % CHECK_EVERY == 0 and bad_step.item() >= 0:
+            break
+    total, right, first_bad, first_bad_loss = torch.stack(
+        [total_loss, correct.double(), bad_step, bad_loss]).tolist()      # the epoch's one read
+    if first_bad >= 0:
+        raise Diverged(int(first_bad) + 1, first_bad_loss)
+    return total / len(split), right / len(split)
 
 
 def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out: Path,
@@ -207,11 +238,33 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     loss_fn = recipes.make_loss(config)
     # torch.compile traces on the first call, so the first epoch's time holds the compile time.
     step_model = torch.compile(model) if config.get("compile") else model
-    history, best, start, epoch_times = [], None, time.perf_counter(), []
-    for epoch in range(1, config["epochs"] + 1):
+    generators = {"shuffle": generator, "augment": aug_generator}
+    state_file, key = resume.state_path(model_out), resume.run_key(config, stats, prepared)
+    state = resume.load(state_file, key)
+    history, best, best_state, epoch_times, elapsed, stopped = [], None, None, [], 0.0, False
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        stopper.load_state_dict(state["stopper"])
+        resume.set_rng_states(state["rng"], generators)
+        history, best, best_state = state["history"], state["best"], state["best_state"]
+        epoch_times, elapsed, stopped = state["epoch_times"], state["elapsed"], state["stopped"]
+        log.info("resuming %s after epoch %d (from %s)", config["name"], len(history), state_file)
+    start = time.perf_counter() - elapsed
+    for epoch in range(len(history) + 1, config["epochs"] + 1):
+        if stopped:
+            break
         lr, epoch_start = schedule.lr, time.perf_counter()
-        train_loss, train_acc = run_epoch(step_model, train, loss_fn, optimizer, config, generator,
-                                          aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc)
+        try:
+            train_loss, train_acc = run_epoch(step_model, train, loss_fn, optimizer, config, generator,
+                                              aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc)
+        except Diverged as e:
+            raise PipelineError(
+                f"experiment {config['name']} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
+                f"lower lr (e.g. lr: {lr / 10:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
+        except torch.cuda.OutOfMemoryError:
+            raise PipelineError(out_of_memory(config, device)) from None
         logits = predict(step_model, val, config["batch_size"], precision, nhwc)
         val_loss = loss_fn(logits, val.labels.cpu()).item()
         val_acc = (logits.argmax(1) == val.labels.cpu()).float().mean().item()
@@ -224,9 +277,14 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         epoch_times.append(round(time.perf_counter() - epoch_start, 3))
         schedule.step(val_acc)
-        if stopper.update(val_acc):
+        stopped = stopper.update(val_acc)
+        if stopped:
             log.info("early stopping: no better val accuracy for %d epochs", stopper.patience)
-            break
+        resume.save(state_file, key, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "stopper": stopper.state_dict(), "rng": resume.rng_states(generators), "history": history,
+            "best": best, "best_state": best_state, "epoch_times": epoch_times, "stopped": stopped,
+            "elapsed": time.perf_counter() - start})
     size = input_size(config, meta)
     table = layers.layer_table(model.net.cpu(), meta["channels"], size) if layers_out else None
     # train.json: the few scalars `dvc exp show` lists; run.json: what the run was, for the report.
@@ -246,10 +304,19 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
         with atomic_path(layers_out) as tmp:
             table.to_csv(tmp, index=False)
     with atomic_path(run_out) as tmp:
-        tmp.write_text(json.dumps(run, indent=1))
+        tmp.write_text(json.dumps(run, indent=1, allow_nan=False))
     with atomic_path(metrics_out) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1))
+        tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False))
+    resume.remove(state_file)
     return {**metrics, **run}
+
+
+def out_of_memory(config: dict, device: torch.device) -> str:
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else 0
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    bs = config["batch_size"]
+    return (f"experiment {config['name']}: {device} ran out of memory at batch_size {bs} ({name}, "
+            f"{total:.0f} GiB): nothing written; try batch_size: {max(1, bs // 2)}")
 
 
 def _csv(rows: list[dict]) -> str:

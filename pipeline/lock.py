@@ -14,19 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.stage import PipelineError
+from pipeline.stage import PipelineError, alive
 
 _held: list[int] = []   # the open lock file, kept for the life of the Snakemake process
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def dvc_writers(dvc_dir: Path) -> list[str]:
@@ -35,7 +25,7 @@ def dvc_writers(dvc_dir: Path) -> list[str]:
         record = json.loads((dvc_dir / "tmp" / "rwlock").read_text() or "{}")
     except (FileNotFoundError, ValueError):
         return []
-    return sorted({info["cmd"] for info in record.get("write", {}).values() if _alive(info["pid"])})
+    return sorted({info["cmd"] for info in record.get("write", {}).values() if alive(info["pid"])})
 
 
 def hold_workspace(root: Path = Path(".")) -> None:

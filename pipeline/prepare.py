@@ -92,6 +92,9 @@ _LOADERS: dict = {}
 
 
 def _init_worker(loaders: dict) -> None:
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C reaches the whole group: the parent ends us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the parent's handler, inherited by fork
     _LOADERS.update(loaders)   # once per worker: the loaders hold every file path of the data set
 
 
@@ -175,7 +178,7 @@ def prepare(cfg: dict, raw_dir: Path, out: Path, workers: int = 0) -> dict:
              workers if parallel else 1)
     skipped = {}
     with stage.atomic_path(out) as tmp, (
-            ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(loaders,))
+            stage.worker_pool(workers, initializer=_init_worker, initargs=(loaders,))
             if parallel else contextlib.nullcontext()) as pool:
         tmp.mkdir()
         for split, (items, positions) in plan.items():

@@ -69,6 +69,13 @@ class Schedule:
         elif self.sched is not None:
             self.sched.step()
 
+    def state_dict(self) -> dict:
+        return self.sched.state_dict() if self.sched is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.sched is not None:
+            self.sched.load_state_dict(state)
+
 
 def make_loss(config: dict) -> nn.Module:
     if config.get("loss", "cross_entropy") == "multi_margin":
@@ -81,6 +88,12 @@ class EarlyStopping:
 
     def __init__(self, patience: int):
         self.patience, self.best, self.since_best = patience, -math.inf, 0
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "since_best": self.since_best}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.since_best = state["best"], state["since_best"]
 
     def update(self, val_acc: float) -> bool:
         """Record an epoch's val accuracy; True when training should stop."""

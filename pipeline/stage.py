@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -17,18 +18,45 @@ class PipelineError(Exception):
     """Bad input a user can fix; the message names the cause and the fix."""
 
 
+class Interrupted(Exception):
+    """SIGTERM or SIGINT: unwinds the stage like an error, so temporaries and workers go."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}: nothing written")
+        self.code = 128 + signum
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
 def cli(main) -> None:
-    """Run a stage's main(); a user error becomes one clear line on stderr and exit code 1."""
+    """Run a stage's main(); a user error becomes one clear line on stderr and exit code 1.
+
+    SIGTERM and SIGINT unwind the stage (temporary outputs removed, worker processes ended) and
+    exit 128 + the signal's number; a missing file named on the command line is one line too.
+    """
     from pipeline.params import ParamsError
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupt)
     try:
         main()
+    except FileNotFoundError as e:
+        _fail(f"{e.filename}: no such file or directory; check the path on the command line, or run "
+              f"the stage that writes it first")
+    except Interrupted as e:
+        _fail(str(e), code=e.code)
     except (PipelineError, ParamsError) as e:
-        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (e,), None)
-        for handler in logging.getLogger().handlers:     # the stage's log file says why it failed
-            if isinstance(handler, logging.FileHandler):
-                handler.handle(record)
-        print(f"error: {e}", file=sys.stderr)            # the terminal gets one line
-        sys.exit(1)
+        _fail(str(e))
+
+
+def _fail(message: str, code: int = 1) -> None:
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:     # the stage's log file says why it failed
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    print(f"error: {message}", file=sys.stderr)      # the terminal gets one line
+    sys.exit(code)
 
 
 def read_json(path: Path) -> dict:
@@ -60,6 +88,10 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):   # left by a killed run (kill -9)
+        pid = stale.name.rsplit("-", 1)[1]
+        if not pid.isdigit() or not alive(int(pid)):
+            _remove(stale)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove(tmp)
     try:
@@ -69,6 +101,32 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         _remove(tmp)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def worker_pool(workers: int, **kwargs):
+    """A ProcessPoolExecutor whose workers are ended at once (not waited for) when the block fails
+    or the stage is interrupted."""
+    from concurrent.futures import ProcessPoolExecutor
+    pool = ProcessPoolExecutor(workers, **kwargs)
+    try:
+        yield pool
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _remove(path: Path) -> None:

@@ -22,13 +22,14 @@ REFERENCE = ROOT / "tests" / "data" / "cpu_histories.json"
 EPOCHS = 2
 
 
-def digits_prepared(out: Path) -> Path:
-    """A prepared data set in the pipeline's format: 400 real 8x8 digit scans (200/100/100)."""
+def digits_prepared(out: Path, sizes: tuple[int, int, int] = (200, 100, 100)) -> Path:
+    """A prepared data set in the pipeline's format: real 8x8 digit scans, `sizes` train/val/test."""
     from sklearn.datasets import load_digits
     x, y = load_digits(return_X_y=True)
     images = (x.reshape(-1, 8, 8, 1) * 255 / 16).astype(np.uint8)
     out.mkdir(parents=True, exist_ok=True)
-    for split, sl in (("train", slice(0, 200)), ("val", slice(200, 300)), ("test", slice(300, 400))):
+    a, b, c = np.cumsum(sizes)
+    for split, sl in (("train", slice(0, a)), ("val", slice(a, b)), ("test", slice(b, c))):
         np.save(out / f"{split}_images.npy", images[sl])
         np.save(out / f"{split}_labels.npy", y[sl].astype(np.int64))
     (out / "meta.json").write_text(json.dumps({"classes": [str(i) for i in range(10)], "image_size": [8, 8],

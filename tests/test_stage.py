@@ -35,3 +35,13 @@ def test_atomic_directory_replaces_the_old_one(tmp_path):
 def test_a_missing_json_input_is_one_line_naming_it(tmp_path):
     with pytest.raises(stage.PipelineError, match=r"nope.json: no such file; run the stage that writes it"):
         stage.read_json(tmp_path / "nope.json")
+
+
+def test_the_next_run_removes_temporaries_of_killed_runs_only(tmp_path):
+    import os
+    out = tmp_path / "out.txt"
+    dead, live = tmp_path / ".out.txt.tmp-999999999", tmp_path / f".out.txt.tmp-{os.getppid()}"
+    dead.mkdir()
+    live.write_text("another run, still going")
+    write(out, "done")
+    assert not dead.exists() and live.exists() and out.read_text() == "done"

@@ -39,6 +39,25 @@ class Raw:
     meta: dict = field(default_factory=dict)        # extra facts for meta.json (class ids, ...)
 
 
+def to_8bit(img):
+    """High-bit-depth greyscale (16-bit PNG/TIFF: modes I;16*, I, F) scaled to 8 bits over its
+    type's full range, as a viewer shows it; Pillow's own convert("L") would clip it to white."""
+    from PIL import Image
+    if img.mode.startswith("I;16"):
+        full = 65535.0
+    elif img.mode == "I":
+        full = 65535.0 if np.asarray(img).max() > 255 else 255.0     # 16-bit data Pillow widened
+    elif img.mode == "F":
+        full = 1.0 if np.asarray(img).max() <= 1.0 else 255.0
+    else:
+        return img
+    x = np.asarray(img, dtype=np.float64)
+    if x.min() < 0 or x.max() > full:
+        raise ValueError(f"{img.mode} pixel values span {x.min():g}..{x.max():g}, outside 0..{full:g}; "
+                         f"convert the image to 8 or 16 bits per channel")
+    return Image.fromarray(np.rint(x * 255.0 / full).astype(np.uint8), "L")
+
+
 def fit(img, size: Optional[int], channels: int):
     """PIL image -> uint8 (H, W, C): RGB or grayscale, short side to `size`, centre-cropped square.
 
@@ -46,6 +65,7 @@ def fit(img, size: Optional[int], channels: int):
     centre, like torchvision's Resize(size) + CenterCrop(size).
     """
     from PIL import Image, ImageOps
+    img = to_8bit(img)
     if size is not None and img.format == "JPEG" and min(img.size) >= 2 * size:
         img.draft("RGB" if channels == 3 else "L", (size, size))   # decode at 1/2..1/8 scale: faster
     img = img.convert("RGB" if channels == 3 else "L")            # grayscale/RGBA/palette -> RGB or L
@@ -106,7 +126,7 @@ class FileLoader:
         return {**self.__dict__, "_handle": None, "_pid": 0}
 
     def __call__(self, idx: np.ndarray) -> Loaded:
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
         images, bad = [], []
         for i in idx:
             try:
@@ -114,7 +134,8 @@ class FileLoader:
                     images.append(fit(img, self.size, self.channels))
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                 where = f"{self.archive}:{self.paths[i]}" if self.archive else self.paths[i]
-                bad.append((int(i), f"{where}: {e}"))
+                why = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else e
+                bad.append((int(i), f"{where}: {why}"))
         empty = np.empty((0, self.size, self.size, self.channels), np.uint8)
         return (np.stack(images) if images else empty), bad
 

@@ -1,0 +1,83 @@
+"""Resumable training: the whole state after each finished epoch, so a killed run goes on from there.
+
+The state file sits beside the checkpoint as `.<model>.resume` (never under an output's name, so
+neither tool takes it for a result; .dvcignore and .gitignore leave it out), is written atomically,
+and is removed once the outputs are written. It is keyed by what the run depends on: the resolved
+config, the normalisation stats, the prepared data's bytes and the training code. A state with
+another key is ignored (logged), never resumed from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import stages
+from pipeline.stage import atomic_path
+
+log = logging.getLogger("pipeline.resume")
+DATA_FILES = ("meta.json", "train_images.npy", "train_labels.npy", "val_images.npy", "val_labels.npy")
+
+
+def state_path(model_out: Path) -> Path:
+    return model_out.with_name(f".{model_out.name}.resume")
+
+
+def run_key(config: dict, stats: dict, prepared: Path) -> str:
+    h = hashlib.sha256(json.dumps({"config": config, "stats": stats}, sort_keys=True).encode())
+    for name in DATA_FILES:
+        with open(Path(prepared) / name, "rb") as f:
+            h.update(hashlib.file_digest(f, "sha256").digest())
+    for name in stages.code_deps("pipeline.train"):
+        h.update(name.encode() + (stages.ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def rng_states(generators: dict[str, torch.Generator]) -> dict:
+    """Every random number generator a training epoch draws from."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+            "python": list(random.getstate()[1]), "python_gauss": random.getstate()[2],
+            "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
+            **{f"gen_{k}": g.get_state() for k, g in generators.items()}}
+
+
+def set_rng_states(state: dict, generators: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    random.setstate((3, tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    for k, g in generators.items():
+        g.set_state(state[f"gen_{k}"])
+
+
+def save(path: Path, key: str, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, **state}, tmp)
+
+
+def load(path: Path, key: str) -> dict | None:
+    """The saved state if it belongs to this very run; None (with a log line) otherwise."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  a state cut short or from another torch: start afresh
+        log.warning("ignoring %s: unreadable (%s); training from the start", path, e)
+        return None
+    if state.get("key") != key:
+        log.warning("ignoring %s: it was saved with another config, data or code version; "
+                    "training from the start", path)
+        return None
+    return state
+
+
+def remove(path: Path) -> None:
+    path.unlink(missing_ok=True)

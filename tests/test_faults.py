@@ -1,0 +1,209 @@
+"""Faults, as a user meets them: a killed training resumes bit for bit, divergence and running out
+of memory are one line with nothing written, signals end workers and temporaries, 16-bit images
+keep their picture, and every CLI error is one line."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, run, tool_env
+from cpu_reference import digits_prepared
+from pipeline import engine, params, resume
+
+DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+OUTPUTS = ("model.pt", "history.csv", "train.json", "run.json", "layers.csv")
+
+
+def full_digits(out: Path) -> Path:
+    """All 1,797 digits (1,437 train / 180 val / 180 test), for training runs long enough to kill."""
+    return digits_prepared(out, (1437, 180, 180))
+
+
+def config(**overrides) -> dict:
+    return {**DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "batch_size": 32,
+            "model": {"name": "lenet", "channels": [8], "fc": [32]}, **overrides}
+
+
+def train_cmd(cfg_path: Path, prepared: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "pipeline.train", "--config", str(cfg_path), "--prepared", str(prepared),
+            "--stats", str(prepared / "stats.json"), *[a for f in OUTPUTS for a in (
+                f"--{ {'model.pt': 'model', 'history.csv': 'history', 'train.json': 'metrics', 'run.json': 'run', 'layers.csv': 'layers'}[f]}",
+                str(out / f))], "--log", str(out / "train.log")]
+
+
+def start_training(cfg: dict, prepared: Path, out: Path) -> subprocess.Popen:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg))
+    return subprocess.Popen(train_cmd(out / "config.json", prepared, out), cwd=ROOT, env=tool_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_log(path: Path, text: str, process: subprocess.Popen, limit_s: float = 120) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists() and text in path.read_text():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} never logged in {path} (process ended: {process.poll()})")
+
+
+def outputs(out: Path) -> dict:
+    state = torch.load(out / "model.pt", weights_only=True)
+    run_record = json.loads((out / "run.json").read_text())
+    return {"history": (out / "history.csv").read_text(), "layers": (out / "layers.csv").read_text(),
+            "metrics": {k: v for k, v in json.loads((out / "train.json").read_text()).items() if k != "train_time_s"},
+            "run": {k: v for k, v in run_record.items() if k != "epoch_times_s"},
+            "weights": {k: v.numpy().tobytes() for k, v in state["state_dict"].items()}, "epoch": state["epoch"]}
+
+
+RESUMABLE = config(epochs=4, model={"name": "resnet", "stem": 8, "channels": [8, 16], "blocks": [1, 1],
+                                   "strides": [1, 2]}, input_size=32, augment=[{"name": "crop", "padding": 2}],
+                   scheduler={"name": "cosine", "warmup_epochs": 1}, early_stopping=0)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, dict]:
+    """The prepared data and the outputs of a run nobody interrupted."""
+    tmp = tmp_path_factory.mktemp("resume")
+    prepared = full_digits(tmp / "prepared")
+    p = start_training(RESUMABLE, prepared, tmp / "whole")
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+    return prepared, outputs(tmp / "whole")
+
+
+@pytest.mark.xdist_group("resume")   # one uninterrupted run for both
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_a_killed_training_resumes_and_ends_bit_identical(tmp_path, uninterrupted, sig):
+    prepared, whole = uninterrupted
+    killed = tmp_path / "killed"
+    p = start_training(RESUMABLE, prepared, killed)
+    wait_for_log(killed / "train.log", "epoch 2/4", p)
+    p.send_signal(sig)
+    p.wait(timeout=60)
+    assert p.returncode != 0
+    assert not [f for f in OUTPUTS if (killed / f).exists()]                 # nothing under a final name
+    assert resume.state_path(killed / "model.pt").exists()
+    p = start_training(RESUMABLE, prepared, killed)                           # the rerun, by the stage CLI
+    assert p.wait(timeout=600) == 0, p.stderr.read()
+    log = (killed / "train.log").read_text()
+    assert "resuming t after epoch" in log and "epoch 1/4" not in log
+    assert outputs(killed) == whole
+    assert not resume.state_path(killed / "model.pt").exists()              # removed on success
+
+
+def test_a_state_from_another_config_is_ignored(tmp_path):
+    prepared = digits_prepared(tmp_path / "prepared")
+    out = tmp_path / "out"
+    out.mkdir()
+    state = resume.state_path(out / "model.pt")
+    resume.save(state, "a key of another run", {"history": [{"epoch": 1}]})
+    p = start_training(config(epochs=2), prepared, out)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    log = (out / "train.log").read_text()
+    assert "ignoring" in log and "another config, data or code version" in log and "epoch 1/2" in log
+
+
+@pytest.mark.parametrize("lr, loss", [(1e30, "nan"), (1e6, None)])
+def test_divergence_is_one_line_and_writes_nothing(tmp_path, lr, loss):
+    prepared = digits_prepared(tmp_path / "prepared")
+    p = start_training(config(lr=lr, epochs=3), prepared, tmp_path / "out")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: experiment t diverged in epoch 1, step ")
+    assert f"(lr {lr:g}): nothing written; lower lr (e.g. lr: {lr / 10:g}) or clip gradients" in line
+    if loss:
+        assert f"loss {loss}" in line
+    assert not [f for f in OUTPUTS if (tmp_path / "out" / f).exists()]
+
+
+def test_grad_clip_keeps_a_too_high_lr_finite(tmp_path):
+    prepared = digits_prepared(tmp_path / "prepared")
+    out = tmp_path / "out"
+    p = start_training(config(lr=5.0, epochs=2, optimizer="sgd", momentum=0.0, grad_clip=0.01), prepared, out)
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    assert np.isfinite(json.loads((out / "train.json").read_text())["best_val_acc"])
+
+
+def test_running_out_of_gpu_memory_is_one_line(tmp_path, monkeypatch):
+    prepared = digits_prepared(tmp_path / "prepared")
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(engine, "run_epoch", oom)
+    with pytest.raises(engine.PipelineError, match=r"experiment t: cpu ran out of memory at batch_size 32 .*"
+                                                    r"nothing written; try batch_size: 16"):
+        engine.fit(config(epochs=1), prepared, {"mean": [0.3], "std": [0.35]}, tmp_path / "m.pt",
+                   tmp_path / "h.csv", tmp_path / "t.json", tmp_path / "r.json")
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.json"))
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_sigterm_ends_prepares_workers_and_temporaries_at_once(tmp_path):
+    """prepare decoding 600 large JPEGs with two workers: SIGTERM mid-way leaves no worker, no
+    temporary, and one line."""
+    import io
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(buf, "JPEG")
+    for c in ("a", "b"):
+        (tmp_path / "photos" / c).mkdir(parents=True)
+        for i in range(300):
+            (tmp_path / "photos" / c / f"{i}.jpg").write_bytes(buf.getvalue())
+    cfg = {"source": {"kind": "folder", "path": str(tmp_path / "photos")}, "image_size": 32,
+           "val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
+    (tmp_path / "ds.json").write_text(json.dumps(cfg))
+    (tmp_path / "source.json").write_text(json.dumps(cfg["source"]))
+    run([sys.executable, "-m", "pipeline.download", "--config", str(tmp_path / "source.json"),
+         "--out", str(tmp_path / "raw")], cwd=ROOT)
+    out = tmp_path / "prepared"
+    p = subprocess.Popen([sys.executable, "-m", "pipeline.prepare", "--config", str(tmp_path / "ds.json"),
+                          "--raw", str(tmp_path / "raw"), "--out", str(out), "--workers", "2"],
+                         cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (len(children(p.pid)) == 2 and list(tmp_path.glob(".prepared.tmp-*"))):
+        time.sleep(0.02)
+    workers = children(p.pid)
+    assert len(workers) == 2 and p.poll() is None, "prepare finished or never started its workers"
+    start = time.monotonic()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=10)
+    assert p.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines()[-1] == "error: stopped by SIGTERM: nothing written"
+    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() - start < 2:
+        time.sleep(0.02)
+    assert not any(Path(f"/proc/{w}").exists() for w in workers), "a worker outlived its stage by 2 s"
+    assert not out.exists() and not list(tmp_path.glob(".prepared.tmp-*"))
+
+
+def test_a_16_bit_png_keeps_its_picture(tmp_path):
+    from PIL import Image
+    from pipeline.sources.base import fit
+    pixels = np.array([[0, 257 * 100, 65535], [257, 32768, 257 * 200]], dtype=np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "deep.png")         # Pillow stores it as I;16
+    with Image.open(tmp_path / "deep.png") as img:
+        assert img.mode.startswith("I")
+        assert fit(img, None, 1)[..., 0].tolist() == [[0, 100, 255], [1, 128, 200]]
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    missing = tmp_path / "nowhere"
+    for cmd in (["pipeline.stats", "--prepared", str(missing), "--out", str(tmp_path / "s.json")],
+                ["pipeline.evaluate", "--model", str(missing / "model.pt"), "--prepared", str(missing),
+                 *[a for o in ("metrics", "per_class", "predictions", "confusion") for a in (f"--{o}", str(tmp_path / o))]],
+                ["pipeline.prepare", "--config", str(missing / "c.json"), "--raw", str(missing), "--out", str(tmp_path / "p")]):
+        r = run([sys.executable, "-m", *cmd], cwd=ROOT, check=False)
+        assert r.returncode == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and str(missing) in lines[-1] and "Traceback" not in r.stderr, r.stderr
