@@ -293,8 +293,10 @@ def test_handing_the_workspace_between_the_tools(project, demo):
     assert ran == set() and "Data and pipelines are up to date" in out
     assert outputs(project) == built
 
-    # DVC changes lr; `snakemake --touch` hands back; Snakemake then trains nothing
-    ran, _ = dvc(project, "exp", "run", "-S", "lr=0.02")
+    # DVC changes lr (writing it as `1e-05`, which Snakemake reads as a number); `snakemake --touch`
+    # hands back; Snakemake then trains nothing
+    ran, _ = dvc(project, "exp", "run", "-S", "lr=0.00001")
+    assert "\nlr: 1e-05 " in (project / "params.yaml").read_text()
     assert_reran_for_global_lr(ran, demo)
     after_dvc = outputs(project)
     snakemake(project, "--touch")
