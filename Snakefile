@@ -1,5 +1,6 @@
 # Snakemake workflow: the stages of pipeline/stages.py, the same commands and paths as dvc.yaml.
 #   snakemake --cores 4 --resources gpu=1        (profiles/default sets these as defaults)
+import sys
 from pathlib import Path
 from snakemake.utils import validate
 from pipeline import params as P, stages as S
@@ -8,7 +9,11 @@ from pipeline.lock import hold_workspace
 
 # params.yaml is read here and by the configure stage, not through `configfile:`: the stages must
 # see exactly what DVC sees, so `--config` overrides are not a second way in.
-PARAMS = P.load("params.yaml")           # one clear line naming a bad key, before any job
+try:   # one line naming a bad key or a missing source, before any job
+    PARAMS = P.load("params.yaml")
+    S.check_local_sources(PARAMS)
+except (P.ParamsError, S.PipelineError) as e:
+    sys.exit(f"error: {e}")
 validate(PARAMS, P.SCHEMA_PATH)
 # Snakemake's view of params.yaml: one small JSON per job, rewritten only when its content changes.
 # A job reruns when such an input is newer than its outputs, whoever built them (DVC included);

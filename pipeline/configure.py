@@ -63,8 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
-    written = configure(params_mod.load(args.params), args.out)
-    stage.log.info("configure: %d config file(s) changed in %s", len(written), args.out)
+    params = params_mod.load(args.params)
+    written = configure(params, args.out)
+    total = len(config_files(params))
+    stage.log.info("configure: wrote %d of %d config files in %s (the rest were unchanged)",
+                   len(written), total, args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import params as params_mod
+from pipeline.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(__file__).resolve().parent
@@ -260,6 +261,16 @@ def _parent_checkpoint(params: dict, wildcards) -> list[str]:
     entry are part of this experiment's config instead; see params.experiment_config.)"""
     parent = params["experiments"][wildcards.exp].get("pretrained", params["pretrained"])
     return [] if parent in (None, "imagenet") else [f"results/experiments/{parent}/model.pt"]
+
+
+def check_local_sources(params: dict) -> None:
+    """A `folder` source must exist: Snakemake would otherwise keep an existing report whose
+    inputs it cannot rebuild, and say there is nothing to do."""
+    for name, ds in params["datasets"].items():
+        path = ds["source"].get("path")
+        if ds["source"]["kind"] == "folder" and not Path(path).expanduser().exists():
+            raise PipelineError(f"datasets.{name}.source.path: {path} does not exist; put the images or archive "
+                                f"there, or point source.path at them")
 
 
 def _local_source(params: dict, wildcards) -> list[str]:

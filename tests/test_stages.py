@@ -138,3 +138,19 @@ def test_a_running_dvc_stage_is_seen_through_its_write_lock(tmp_path):
         '{"write": {"/p/results/x": {"pid": %d, "cmd": "dvc repro"}, "/p/y": {"pid": 999999999, "cmd": "dvc old"}},'
         ' "read": {}}' % os.getpid())
     assert lock.dvc_writers(tmp_path / ".dvc") == ["dvc repro"]     # the dead pid's entry is stale
+
+
+def test_the_snakefile_reports_bad_params_and_missing_sources_in_one_line(project):
+    from conftest import run
+    text = (project / "params.yaml").read_text()
+    cases = [(text.replace("\nseed: 0 ", "\nlrr: 0.1\nseed: 0 ", 1), "error: params.yaml: (top level): "
+              "Additional properties are not allowed ('lrr' was unexpected) (did you mean 'lr' for 'lrr'?)"),
+             (text.replace("    source: {kind: sklearn_digits}",
+                           "    source: {kind: folder, path: no/such/photos}\n    image_size: 8", 1),
+              "error: datasets.digits.source.path: no/such/photos does not exist; put the images or archive "
+              "there, or point source.path at them")]
+    for params_text, line in cases:
+        (project / "params.yaml").write_text(params_text)
+        r = run(["snakemake", "-n"], cwd=project, check=False)
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == line, r.stderr
+        assert "Traceback" not in r.stderr and "File " not in r.stderr
