@@ -1,5 +1,6 @@
 # Snakemake workflow: the stages of pipeline/stages.py, the same commands and paths as dvc.yaml.
 #   snakemake --cores 4 --resources gpu=1        (profiles/default sets these as defaults)
+import importlib
 import sys
 from pathlib import Path
 from snakemake.utils import validate
@@ -29,6 +30,11 @@ wildcard_constraints:
 # DVC and Snakemake must never write the same outputs at once: hold DVC's own repository lock.
 onstart:
     hold_workspace()
+
+# A failed job (e.g. a diverged experiment under `snakemake -k`): a report of everything that
+# finished, the failure shown with its one line, dated 1970 so that the next run rebuilds it.
+onerror:
+    importlib.import_module("pipeline.report").render_despite_failure()
 
 rule all:
     input: SMK.all_outputs("report")

@@ -11,6 +11,7 @@ predicted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
@@ -72,5 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     evaluate(args.model, args.prepared, args.metrics, args.per_class, args.predictions, args.confusion)
 
 
+def render_report_despite_failure() -> None:
+    # Imported by name at run time: the report's code is not this stage's dependency.
+    importlib.import_module("pipeline.report").render_despite_failure()
+
+
 if __name__ == "__main__":
-    stage.cli(main)
+    stage.cli(main, on_failure=render_report_despite_failure)

@@ -30,11 +30,13 @@ def _interrupt(signum, frame):
     raise Interrupted(signum)
 
 
-def cli(main) -> None:
+def cli(main, on_failure=None) -> None:
     """Run a stage's main(); a user error becomes one clear line on stderr and exit code 1.
 
     SIGTERM and SIGINT unwind the stage (temporary outputs removed, worker processes ended) and
     exit 128 + the signal's number; a missing file named on the command line is one line too.
+    `on_failure()` runs after the line is logged (train and evaluate render the report with the
+    failure shown).
     """
     from pipeline.params import ParamsError
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -43,18 +45,23 @@ def cli(main) -> None:
         main()
     except FileNotFoundError as e:
         _fail(f"{e.filename}: no such file or directory; check the path on the command line, or run "
-              f"the stage that writes it first")
+              f"the stage that writes it first", on_failure=on_failure)
     except Interrupted as e:
         _fail(str(e), code=e.code)
     except (PipelineError, ParamsError) as e:
-        _fail(str(e))
+        _fail(str(e), on_failure=on_failure)
 
 
-def _fail(message: str, code: int = 1) -> None:
+def _fail(message: str, code: int = 1, on_failure=None) -> None:
     record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (message,), None)
     for handler in logging.getLogger().handlers:     # the stage's log file says why it failed
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
+            handler.flush()
+    if on_failure is not None:
+        logging.getLogger().handlers = [h for h in logging.getLogger().handlers
+                                        if isinstance(h, logging.FileHandler)]   # keep stderr to one line
+        on_failure()
     print(f"error: {message}", file=sys.stderr)      # the terminal gets one line
     sys.exit(code)
 

@@ -17,6 +17,7 @@ layer table (see pipeline/layers.py).
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
@@ -58,5 +59,10 @@ def main(argv: list[str] | None = None) -> None:
           args.layers, args.experiments)
 
 
+def render_report_despite_failure() -> None:
+    # Imported by name at run time: the report's code is not this stage's dependency.
+    importlib.import_module("pipeline.report").render_despite_failure()
+
+
 if __name__ == "__main__":
-    stage.cli(main)
+    stage.cli(main, on_failure=render_report_despite_failure)

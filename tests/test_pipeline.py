@@ -332,3 +332,39 @@ def test_the_tools_never_run_at_once(project, demo):
             assert other.returncode != 0 and expected in other.stdout + other.stderr
         finally:
             p.wait(timeout=600)
+
+
+# ---- a failed experiment ------------------------------------------------------------------------
+
+@pytest.mark.xdist_group("dvc_queue")
+def test_the_report_shows_a_diverged_experiment_under_both_tools(project):
+    def setup(doc, lr):
+        doc["epochs"] = 1
+        for name in [e for e in doc["experiments"] if e not in ("digits_mlp", "digits_lenet")]:
+            del doc["experiments"][name]
+        if lr is None:
+            doc["experiments"]["digits_lenet"].pop("lr", None)
+        else:
+            doc["experiments"]["digits_lenet"]["lr"] = lr
+    report = project / "results/report.html"
+
+    def assert_failure_reported(out: str) -> None:
+        assert "error: experiment digits_lenet diverged in epoch 1" in out
+        html = report.read_text()
+        assert "digits_mlp" in html and "diverged in epoch 1" in html and "failed" in html
+        assert report.stat().st_mtime == 1                  # dated 1970: never taken as current
+
+    edit_params(project, lambda d: setup(d, 1e30))
+    p = run(["snakemake", "--cores", "2", "-k"], cwd=project, check=False)
+    assert p.returncode != 0
+    assert_failure_reported(p.stdout + p.stderr)
+    edit_params(project, lambda d: setup(d, None))            # the fix: the next run rebuilds the report
+    jobs, _ = snakemake(project)
+    assert by_stage(jobs, "train") == {"digits_lenet"} and "report" in jobs
+    assert report.stat().st_mtime > 0 and "diverged" not in report.read_text()
+
+    subprocess.run(["rm", "-rf", str(project / "results"), str(project / "logs")], check=True)
+    edit_params(project, lambda d: setup(d, 1e30))
+    p = run(["dvc", "repro"], cwd=project, check=False)
+    assert p.returncode != 0
+    assert_failure_reported(p.stdout + p.stderr)
