@@ -320,6 +320,8 @@ def test_unreadable_images_fail_by_name_or_are_skipped_and_counted(tmp_path):
     meta = prepare.prepare(_folder_cfg(root, skip_unreadable=True), tmp_path / "raw", tmp_path / "prepared")
     skipped = [why for whys in meta["skipped"].values() for why in whys]
     assert len(skipped) == 2 and any("broken.jpg" in s for s in skipped) and any("notes.txt" in s for s in skipped)
+    assert any(s.endswith("notes.txt: not an image Pillow can read") for s in skipped)
+    assert not any("BytesIO" in s or " object at 0x" in s for s in skipped), skipped
     assert sum(meta["counts"].values()) == 16
     for split, n in meta["counts"].items():
         assert load(tmp_path / "prepared", split, "images").shape == (n, 8, 8, 3)
