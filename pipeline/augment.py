@@ -67,14 +67,20 @@ def grayscale(x, g, p: float = 0.1):
 
 
 def color_jitter(x, g, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0):
-    """ColorJitter without hue, factors uniform in [max(0, 1-s), 1+s], applied in this order."""
+    """ColorJitter without hue: factors uniform in [max(0, 1-s), 1+s], the three adjustments applied
+    in a random order drawn per sample, as torchvision draws one per call."""
     b, y = len(x), x.float()
-    for s, blend_with in ((brightness, lambda y: torch.zeros_like(y)),
-                          (contrast, lambda y: grey(y).mean((1, 2, 3), keepdim=True)),
-                          (saturation, grey)):
-        if s:
-            f = to_device(_uniform(b, max(0.0, 1 - s), 1 + s, g), x.device).view(-1, 1, 1, 1)
-            y = (f * y + (1 - f) * blend_with(y)).clamp(0, 255)
+    blends = ((brightness, lambda y: torch.zeros_like(y)),
+              (contrast, lambda y: grey(y).mean((1, 2, 3), keepdim=True)),
+              (saturation, grey))
+    order = to_device(torch.rand(b, 3, generator=g).argsort(1), x.device)      # (B, 3): a permutation each
+    factors = [to_device(_uniform(b, max(0.0, 1 - s), 1 + s, g), x.device).view(-1, 1, 1, 1) if s else None
+               for s, _ in blends]
+    for position in range(3):
+        for op, ((_, blend_with), f) in enumerate(zip(blends, factors)):
+            if f is not None:
+                mine = (order[:, position] == op).view(-1, 1, 1, 1)
+                y = torch.where(mine, (f * y + (1 - f) * blend_with(y)).clamp(0, 255), y)
     return _to_uint8(y)
 
 
@@ -94,33 +100,57 @@ def rotation(x, g, degrees: float = 30.0):
     return _warp(x, theta, "nearest")
 
 
-def random_resized_crop(x, g, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
-    """RandomResizedCrop to x's own size (bilinear): a box of random area and aspect per sample.
+def crop_boxes(n: int, h: int, w: int, scale, ratio, g: torch.Generator) -> torch.Tensor:
+    """n boxes (top, left, height, width) drawn as torchvision's RandomResizedCrop.get_params draws
+    one: up to 10 tries of a random area (a `scale` share of the image) and log-uniform aspect,
+    the first that fits kept; else the whole image, cropped to the nearest allowed aspect."""
+    tries = 10
+    area = _uniform(n * tries, *scale, g).view(n, tries) * h * w
+    aspect = torch.exp(_uniform(n * tries, math.log(ratio[0]), math.log(ratio[1]), g)).view(n, tries)
+    bw = (area * aspect).sqrt().round()
+    bh = (area / aspect).sqrt().round()
+    fits = (bw > 0) & (bw <= w) & (bh > 0) & (bh <= h)
+    first = fits.float().argmax(1)                                           # the first try that fits
+    bw, bh = bw.gather(1, first[:, None])[:, 0], bh.gather(1, first[:, None])[:, 0]
+    top = (torch.rand(n, generator=g) * (h - bh + 1)).floor()
+    left = (torch.rand(n, generator=g) * (w - bw + 1)).floor()
+    if w / h < min(ratio):
+        fw, fh = w, round(w / min(ratio))
+    elif w / h > max(ratio):
+        fw, fh = round(h * max(ratio)), h
+    else:
+        fw, fh = w, h
+    none = ~fits.any(1)
+    bw, bh = torch.where(none, float(fw), bw), torch.where(none, float(fh), bh)
+    top, left = torch.where(none, float((h - fh) // 2), top), torch.where(none, float((w - fw) // 2), left)
+    return torch.stack([top, left, bh, bw], 1)                               # (n, 4) pixels
 
-    Boxes too large for the image are shrunk to fit rather than redrawn (torchvision retries 10
-    times), which keeps the op one batched draw.
-    """
+
+def random_resized_crop(x, g, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), size: int | None = None):
+    """RandomResizedCrop(size): a box per sample (crop_boxes), cut from the stored image and
+    resampled once, bilinearly, straight to size x size (the model's input size; default x's).
+    No antialiasing: boxes are mostly enlarged, and shrunk at most by the stored/input ratio."""
     b, h, w = len(x), *x.shape[-2:]
-    area = _uniform(b, *scale, g) * h * w
-    aspect = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), g))
-    cw = (area * aspect).sqrt().clamp(1, w)
-    ch = (area / aspect).sqrt().clamp(1, h)
-    cx = cw / 2 + torch.rand(b, generator=g) * (w - cw)                     # box centre, pixels
-    cy = ch / 2 + torch.rand(b, generator=g) * (h - ch)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = cw / w, 2 * cx / w - 1
-    theta[:, 1, 1], theta[:, 1, 2] = ch / h, 2 * cy / h - 1
-    return _warp(x, theta, "bilinear")
+    size = size or h
+    top, left, bh, bw = crop_boxes(b, h, w, scale, ratio, g).unbind(1)
+    theta = torch.zeros(b, 2, 3)                                             # output [-1, 1] -> the box
+    theta[:, 0, 0], theta[:, 0, 2] = bw / w, (2 * left + bw) / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = bh / h, (2 * top + bh) / h - 1
+    grid = F.affine_grid(to_device(theta, x.device), [b, x.shape[1], size, size], align_corners=False)
+    return _to_uint8(F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False))
 
 
 OPS = {"crop": crop, "hflip": hflip, "vflip": vflip, "grayscale": grayscale, "color_jitter": color_jitter,
        "rotation": rotation, "random_resized_crop": random_resized_crop}
 
 
-def apply(ops: list[dict], x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Apply the configured ops in order to a uint8 batch (B, C, H, W); returns uint8, same shape."""
+def apply(ops: list[dict], x: torch.Tensor, g: torch.Generator, size: int | None = None) -> torch.Tensor:
+    """Apply the configured ops in order to a uint8 batch (B, C, H, W); returns uint8. Shapes are
+    kept, except that random_resized_crop resamples to `size` (the model's input size)."""
     for op in ops:
         kwargs = {k: v for k, v in op.items() if k != "name"}
+        if op["name"] == "random_resized_crop":
+            kwargs["size"] = size
         x = OPS[op["name"]](x, g, **kwargs)
     return x
 

@@ -86,7 +86,8 @@ def input_size(config: dict, meta: dict) -> tuple[int, int]:
 
 
 def normalisation(config: dict, meta: dict, stats: dict) -> tuple[list[float], list[float]]:
-    """Per-channel (mean, std): the training split's, ImageNet's (what pretrained weights expect), or 0.5."""
+    """Per-channel (mean, std): the training split's, ImageNet's (what pretrained weights expect), 0.5,
+    or none (0, 1: pixels scaled to [0, 1] only)."""
     how, c = config.get("normalize", "dataset"), meta["channels"]
     if how == "imagenet":
         if c != 3:
@@ -95,6 +96,8 @@ def normalisation(config: dict, meta: dict, stats: dict) -> tuple[list[float], l
         return IMAGENET_MEAN, IMAGENET_STD
     if how == "half":
         return [0.5] * c, [0.5] * c
+    if how == "none":
+        return [0.0] * c, [1.0] * c
     return stats["mean"], stats["std"]
 
 
@@ -144,6 +147,18 @@ def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) ->
     return path
 
 
+def train_mode(model: nn.Module, config: dict) -> None:
+    """Training mode, except that under `finetune: last_layer` the frozen body is in eval mode (a
+    fixed feature extractor keeps its BatchNorm statistics) while the part holding the head, with
+    any dropout in it, trains. The body: every top-level part of the network but the head's."""
+    model.train()
+    if config.get("finetune", "all") == "last_layer":
+        head_part = models.head_name(model.net).split(".")[0]
+        for name, part in model.net.named_children():
+            if name != head_part:
+                part.eval()
+
+
 @torch.no_grad()
 def predict(model: nn.Module, split: data.Split, batch_size: int,
             precision=contextlib.nullcontext(), nhwc: bool = False) -> torch.Tensor:
@@ -176,8 +191,7 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     CHECK_EVERY steps too; a diverged epoch raises Diverged.
     """
     batch_size, clip = config["batch_size"], config.get("grad_clip")
-    # A frozen body stays in eval mode: a fixed feature extractor keeps its BatchNorm statistics.
-    model.train(config.get("finetune", "all") == "all")
+    train_mode(model, config)
     device = split.labels.device
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -186,7 +200,8 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     limit = None
     for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
                                        total=-(-len(split) // batch_size))):
-        x = data.memory_format(augment.apply(config.get("augment", []), x, aug_generator), nhwc)
+        x = augment.apply(config.get("augment", []), x, aug_generator, config.get("input_size"))
+        x = data.memory_format(x, nhwc)
         optimizer.zero_grad(set_to_none=True)
         with precision:
             logits = model(x)
@@ -215,7 +230,7 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
 def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out: Path,
         metrics_out: Path, run_out: Path, layers_out: Path | None = None,
         experiments: Path | None = None) -> dict:
-    """Train one experiment, keeping the best-val checkpoint; write history, metrics, run record
+    """Train one experiment, keeping the best-val (or last) checkpoint; write history, metrics, run record
     (resolved config, library versions, sizes) and layer table. Returns metrics + run record."""
     from pipeline.stage import atomic_path
     device = pick_device(config["device"])
@@ -241,14 +256,14 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     generators = {"shuffle": generator, "augment": aug_generator}
     state_file, key = resume.state_path(model_out), resume.run_key(config, stats, prepared)
     state = resume.load(state_file, key)
-    history, best, best_state, epoch_times, elapsed, stopped = [], None, None, [], 0.0, False
+    history, kept, kept_state, epoch_times, elapsed, stopped = [], None, None, [], 0.0, False
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         stopper.load_state_dict(state["stopper"])
         resume.set_rng_states(state["rng"], generators)
-        history, best, best_state = state["history"], state["best"], state["best_state"]
+        history, kept, kept_state = state["history"], state["kept"], state["kept_state"]
         epoch_times, elapsed, stopped = state["epoch_times"], state["elapsed"], state["stopped"]
         log.info("resuming %s after epoch %d (from %s)", config["name"], len(history), state_file)
     start = time.perf_counter() - elapsed
@@ -265,39 +280,40 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
                 f"lower lr (e.g. lr: {lr / 10:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
         except torch.cuda.OutOfMemoryError:
             raise PipelineError(out_of_memory(config, device)) from None
-        logits = predict(step_model, val, config["batch_size"], precision, nhwc)
-        val_loss = loss_fn(logits, val.labels.cpu()).item()
-        val_acc = (logits.argmax(1) == val.labels.cpu()).float().mean().item()
+        val_loss, val_acc = validate(step_model, val, config["batch_size"], precision, nhwc)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                         "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
-        log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %.4f acc %.4f", epoch,
-                 config["epochs"], lr, train_loss, train_acc, val_loss, val_acc)
-        if best is None or val_acc > best["val_acc"]:   # chosen on val, never on test
-            best = {"epoch": epoch, "val_acc": val_acc, "val_loss": val_loss}
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", epoch, config["epochs"],
+                 lr, train_loss, train_acc, _fmt(val_loss), _fmt(val_acc))
+        # The checkpoint kept: the best on val (never on test), or the last epoch's (the seeds' way).
+        if config.get("checkpoint", "best_val") == "last" or kept is None or val_acc > kept["val_acc"]:
+            kept = history[-1]
+            kept_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         epoch_times.append(round(time.perf_counter() - epoch_start, 3))
-        schedule.step(val_acc)
-        stopped = stopper.update(val_acc)
+        schedule.step(val_acc)            # val_acc is None only where neither needs it (params checks)
+        stopped = stopper.update(val_acc) if stopper.patience else False
         if stopped:
             log.info("early stopping: no better val accuracy for %d epochs", stopper.patience)
         resume.save(state_file, key, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "stopper": stopper.state_dict(), "rng": resume.rng_states(generators), "history": history,
-            "best": best, "best_state": best_state, "epoch_times": epoch_times, "stopped": stopped,
+            "kept": kept, "kept_state": kept_state, "epoch_times": epoch_times, "stopped": stopped,
             "elapsed": time.perf_counter() - start})
     size = input_size(config, meta)
     table = layers.layer_table(model.net.cpu(), meta["channels"], size) if layers_out else None
-    # train.json: the few scalars `dvc exp show` lists; run.json: what the run was, for the report.
-    metrics = {"best_val_acc": best["val_acc"], "best_epoch": best["epoch"], "epochs_run": len(history),
-               "train_time_s": round(time.perf_counter() - start, 3)}
-    run = {"best_val_loss": best["val_loss"], "stopped_early": len(history) < config["epochs"],
+    # train.json: the few scalars `dvc exp show` lists, of the kept checkpoint's epoch (val figures
+    # null without a val split); run.json: what the run was, for the report.
+    metrics = {"epoch": kept["epoch"], "val_acc": kept["val_acc"], "train_loss": kept["train_loss"],
+               "epochs_run": len(history), "train_time_s": round(time.perf_counter() - start, 3)}
+    run = {"val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
+           "stopped_early": len(history) < config["epochs"],
            "params": sum(p.numel() for p in model.parameters()),
            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
            "input_size": list(size), "device": str(device), "epoch_times_s": epoch_times,
            "config": config, "versions": versions()}
     with atomic_path(model_out) as tmp:
-        torch.save({"state_dict": best_state, "config": config, "meta": meta, "stats": stats,
-                    "epoch": best["epoch"]}, tmp)
+        torch.save({"state_dict": kept_state, "config": config, "meta": meta, "stats": stats,
+                    "epoch": kept["epoch"]}, tmp)
     with atomic_path(history_out) as tmp:
         tmp.write_text(_csv(history))
     if layers_out:
@@ -311,6 +327,20 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     return {**metrics, **run}
 
 
+def validate(model, val: data.Split, batch_size: int, precision, nhwc: bool) -> tuple[float | None, float | None]:
+    """(loss, accuracy) on the val split, or (None, None) without one (val_fraction: 0). The loss is
+    plain cross-entropy whatever the training loss, the definition evaluate's test loss has too."""
+    if not len(val):
+        return None, None
+    logits, labels = predict(model, val, batch_size, precision, nhwc), val.labels.cpu()
+    return (nn.functional.cross_entropy(logits, labels).item(),
+            (logits.argmax(1) == labels).float().mean().item())
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def out_of_memory(config: dict, device: torch.device) -> str:
     total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else 0
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
@@ -320,8 +350,10 @@ def out_of_memory(config: dict, device: torch.device) -> str:
 
 
 def _csv(rows: list[dict]) -> str:
+    """history.csv; a missing value (no val split) is an empty field, as pandas reads NaN."""
     keys = list(rows[0])
-    return "\n".join([",".join(keys)] + [",".join(repr(r[k]) for k in keys) for r in rows]) + "\n"
+    return "\n".join([",".join(keys)] + [",".join("" if r[k] is None else repr(r[k]) for k in keys)
+                                         for r in rows]) + "\n"
 
 
 def load_model(checkpoint: Path) -> tuple[nn.Module, dict, torch.device]:

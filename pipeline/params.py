@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import json
 import re
 from pathlib import Path
 
@@ -83,6 +84,30 @@ def check_study(study: dict, defaults: dict, source: str) -> None:
             raise ParamsError(f"{source}: experiments.{name}.dataset: unknown data set {exp['dataset']!r}; "
                               f"define it under datasets: (known: {known})")
     _check_pretrained(study["experiments"], defaults.get("pretrained"), source)
+    _check_val_split(study, defaults, source)
+    for name, exp in study["experiments"].items():
+        base = (exp.get("reported") or {}).get("base")
+        if base is not None and base not in study["experiments"]:
+            raise ParamsError(f"{source}: experiments.{name}.reported.base: {base!r} is not an experiment of "
+                              f"this study; name the experiment this one changes")
+
+
+def _check_val_split(study: dict, defaults: dict, source: str) -> None:
+    """What needs a val split (the best-val checkpoint, a plateau schedule, early stopping) fails on
+    a data set without one (val_fraction: 0), before any work."""
+    for name, exp in study["experiments"].items():
+        dataset = exp["dataset"]
+        if study["datasets"][dataset]["val_fraction"] > 0:
+            continue
+        value = {k: exp.get(k, defaults.get(k)) for k in ("checkpoint", "scheduler", "early_stopping")}
+        problems = [("checkpoint", value["checkpoint"] != "last", "set checkpoint: last"),
+                    ("scheduler", (value["scheduler"] or {}).get("name") == "plateau", "choose another scheduler"),
+                    ("early_stopping", bool(value["early_stopping"]), "set early_stopping: 0")]
+        for key, bad, fix in problems:
+            if bad:
+                raise ParamsError(f"{source}: experiments.{name}.{key}: {json.dumps(value[key])} needs a val split, "
+                                  f"but data set {dataset} has val_fraction: 0; {fix} for {name}, or give "
+                                  f"{dataset} a val_fraction")
 
 
 def _check_pretrained(experiments: dict, default: str | None, source: str) -> None:

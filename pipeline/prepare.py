@@ -10,8 +10,9 @@ The prepared form, the same for every data set (small ones can then live wholly 
     {train,val,test}_labels.npy   int64 (N,)   (+ {split}_<name>_labels.npy for extra label sets)
     meta.json                     classes, image shape, split sizes, source, skipped files
 The official test split stays the test split (or a seeded stratified test_fraction is carved out
-when the source has none); val is a seeded stratified val_fraction of the training split;
-train_per_class then keeps that many seeded training images per class.
+when the source has none), or test_per_class seeded images per class of it; val is a seeded
+stratified val_fraction of the training split (none at 0); train_per_class then keeps that many
+seeded training images per class (test_per_class: at most that many, all of a class with fewer).
 
 Image files are decoded by worker processes (one per core) in chunks and streamed to disk in
 order, so memory stays bounded whatever the data set's size.
@@ -40,9 +41,11 @@ MAX_CHUNK = 1024         # images per task, so small images still spread over th
 
 
 def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified split of positions 0..N-1 into (keep, held_out)."""
+    """Seeded stratified split of positions 0..N-1 into (keep, held_out); fraction 0 holds none out."""
     from sklearn.model_selection import train_test_split  # imported here: keeps no-op runs fast
     idx = np.arange(len(labels))
+    if fraction == 0:
+        return idx, idx[:0]
     try:
         keep, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=labels)
     except ValueError as e:
@@ -52,16 +55,24 @@ def split_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(keep), np.sort(held)
 
 
-def per_class(labels: np.ndarray, k: int, seed: int, classes: list[str]) -> np.ndarray:
-    """Seeded choice of k positions per class (sorted)."""
+def per_class(labels: np.ndarray, k: int, seed: int, classes: list[str], split: str) -> np.ndarray:
+    """Seeded choice of k positions per class (sorted) of a split's labels.
+
+    Training images are the recipe: a class with fewer than k is an error. Test images only size
+    the test set: a class with fewer keeps all it has, and the log names it."""
     rng = np.random.default_rng(seed)
-    chosen = []
+    chosen, short = [], []
     for c in range(len(classes)):
         pos = np.flatnonzero(labels == c)
-        if len(pos) < k:
+        if len(pos) < k and split == "train":
             raise stage.PipelineError(f"train_per_class is {k} but class {classes[c]!r} has only {len(pos)} "
                                       f"training images left after the val split; lower train_per_class")
-        chosen.append(rng.choice(pos, size=k, replace=False))
+        if len(pos) < k:
+            short.append(f"{classes[c]} ({len(pos)})")
+        chosen.append(rng.choice(pos, size=min(k, len(pos)), replace=False))
+    if short:
+        log.warning("test_per_class is %d; %d class(es) have fewer test images and keep them all: %s",
+                    k, len(short), ", ".join(short))
     return np.sort(np.concatenate(chosen))
 
 
@@ -78,10 +89,14 @@ def plan_splits(raw: sources.Raw, cfg: dict) -> dict[str, tuple[sources.Items, n
         if "test_fraction" in cfg:
             log.warning("test_fraction is not used: the source has an official test split")
         test = (raw.test, np.arange(len(raw.test)))
+    if "test_per_class" in cfg:
+        items, pos = test
+        test = (items, pos[per_class(items.labels[pos], cfg["test_per_class"], cfg["split_seed"], raw.classes, "test")])
     keep, held = split_indices(raw.train.labels[train_pos], cfg["val_fraction"], cfg["split_seed"])
     train_pos, val_pos = train_pos[keep], train_pos[held]
     if "train_per_class" in cfg:
-        chosen = per_class(raw.train.labels[train_pos], cfg["train_per_class"], cfg["split_seed"], raw.classes)
+        chosen = per_class(raw.train.labels[train_pos], cfg["train_per_class"], cfg["split_seed"], raw.classes,
+                           "train")
         train_pos = train_pos[chosen]
     return {"train": (raw.train, train_pos), "val": (raw.train, val_pos), "test": test}
 

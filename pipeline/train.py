@@ -1,4 +1,4 @@
-"""Stage train: train one experiment and keep its best-on-val checkpoint.
+"""Stage train: train one experiment and keep its checkpoint (the best on val, or the last epoch's).
 
     python -m pipeline.train --config results/configs/experiments/digits_mlp.json \
         --prepared data/prepared/digits --stats data/stats/digits.json \
@@ -7,10 +7,12 @@
         --layers results/experiments/digits_mlp/layers.csv --experiments results/experiments
 
 --config is the experiment's resolved config, as the configure stage writes it. history.csv has one
-row per epoch (train/val loss and accuracy, lr) and is what `dvc plots` draws; train.json (best val
-accuracy and loss, its epoch, epochs run, train time) is what `dvc exp show` lists; run.json holds
-the resolved config, library versions, device and parameter counts; layers.csv is the model's
-layer table (see pipeline/layers.py).
+row per epoch and is what `dvc plots` draws: train_loss (the training objective: label-smoothed or
+multi-margin where the recipe says so, averaged over the epoch's steps) and train_acc, val_loss
+(plain cross-entropy, as evaluate's test loss, so the two compare) and val_acc (empty without a
+val split), and the epoch's lr. train.json (the kept epoch, its val accuracy and train loss, epochs
+run, train time) is what `dvc exp show` lists; run.json holds the resolved config, library
+versions, device and parameter counts; layers.csv is the model's layer table (pipeline/layers.py).
 --experiments is the folder holding other experiments' checkpoints, read only when the config's
 `pretrained:` names one (<experiments>/<name>/model.pt).
 """

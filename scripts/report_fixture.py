@@ -72,13 +72,13 @@ def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[st
     pd.DataFrame({"epoch": ep, "train_loss": 2 / ep, "train_acc": 1 - 0.5 / ep, "val_loss": 2.2 / ep,
                   "val_acc": acc - 0.3 / ep, "lr": 0.05}).to_csv(d / "history.csv", index=False)
     # train.json: scalars only (what `dvc exp show` lists); run.json: what the run was
-    train = {"best_val_acc": acc - 0.3 / epochs_run, "best_epoch": epochs_run, "epochs_run": epochs_run,
-             "train_time_s": 1.5 * wrong_every}
+    train = {"epoch": epochs_run, "val_acc": acc - 0.3 / epochs_run, "train_loss": 2 / epochs_run,
+             "epochs_run": epochs_run, "train_time_s": 1.5 * wrong_every}
     (d / "train.json").write_text(json.dumps(train, indent=1))
     meta = root / "data" / "prepared" / config.get("dataset", "") / "meta.json"
     size = ([config["input_size"]] * 2 if config.get("input_size")
             else json.loads(meta.read_text())["image_size"] if meta.is_file() else None)
-    run = {"best_val_loss": 2.2 / epochs_run, "stopped_early": epochs_run < config["epochs"] if stopped_early is None else stopped_early,
+    run = {"val_loss": 2.2 / epochs_run, "train_acc": 1 - 0.5 / epochs_run, "stopped_early": epochs_run < config["epochs"] if stopped_early is None else stopped_early,
            "params": 1000 * wrong_every, "trainable_params": 1000 * wrong_every, "input_size": size,
            "device": "cpu", "config": config, "versions": dict(VERSIONS)}
     (d / "run.json").write_text(json.dumps(run, indent=1))
@@ -110,8 +110,17 @@ def write_params(root: Path, datasets: list[str], experiments: dict[str, dict]) 
     return params_mod.load(root / "params.yaml")
 
 
+def reported_figure(i: int, first: str) -> dict:
+    if i % 4 == 0:
+        return {"split": "test", "top1": 70.0 + i, "loss": 0.5, "train_loss": 0.25, "source": f"fixture {i}",
+                "per_class": {"0": 90.0, "1": 50.0}}
+    return {"split": "val", "top1": 70.0 + i, "source": f"fixture {i}, step {i}", "base": first,
+            "change": f"change {i}"}
+
+
 def make_study(root: Path, n_experiments: int = 3, datasets: tuple[str, ...] = ("digits",)) -> dict:
-    """n experiments spread over `datasets`, with distinct accuracies; every other one has a reported figure.
+    """n experiments spread over `datasets`, with distinct accuracies; every other one has a reported
+    figure, alternately on test (with losses and per-class figures) and on val (an ablation of the first).
 
     Returns {"params": the params written, "study": the study dict the report takes (configure's
     study.json, also written to results/configs/), "truth": per experiment what was written}.
@@ -122,7 +131,8 @@ def make_study(root: Path, n_experiments: int = 3, datasets: tuple[str, ...] = (
     for i in range(n_experiments):
         ds = datasets[i % len(datasets)]
         specs[f"{ds}_exp{i:02d}"] = {"dataset": ds, "description": f"fake experiment {i}",
-                                     **({"reported": 70.0 + i} if i % 2 == 0 else {})}
+                                     **({"reported": reported_figure(i, first=f"{datasets[0]}_exp00")}
+                                        if i % 2 == 0 else {})}
     params = write_params(root, list(datasets), specs)
     configure.configure(params, root / "results" / "configs")
     truth = {}

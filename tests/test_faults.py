@@ -130,7 +130,7 @@ def test_grad_clip_keeps_a_too_high_lr_finite(tmp_path):
     out = tmp_path / "out"
     p = start_training(config(lr=5.0, epochs=2, optimizer="sgd", momentum=0.0, grad_clip=0.01), prepared, out)
     assert p.wait(timeout=300) == 0, p.stderr.read()
-    assert np.isfinite(json.loads((out / "train.json").read_text())["best_val_acc"])
+    assert np.isfinite(json.loads((out / "train.json").read_text())["val_acc"])
 
 
 def test_running_out_of_gpu_memory_is_one_line(tmp_path, monkeypatch):

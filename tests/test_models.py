@@ -13,7 +13,7 @@ from pipeline import engine, layers, models, params
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = params.load(ROOT / "params.yaml")
 # (channels, image size, classes) of each data set the studies use, before any input_size resize.
-SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "cifar100_8020": (3, 32, 100),
+SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "cifar100_full": (3, 32, 100), "cifar100_8020": (3, 32, 100),
           "tiny_imagenet": (3, 64, 200), "cub200": (3, 256, 200), "cifar10_jpeg": (3, 32, 10)}
 
 
@@ -71,7 +71,7 @@ def convs(net: nn.Module) -> int:
 SEED_FIGURES = {
     "basenet": ([(400, 50, True), (50, 100, True)], 2),
     "vgg16bn_small_head": ([(512, 256, True), (256, 256, True), (256, 100, True)], 13),
-    "vgg_custom_128": ([(512, 4096, True), (4096, 100, True)], 8),
+    "vgg_custom_128_aug": ([(512, 4096, True), (4096, 100, True)], 8),   # seed 001's final table
     "ablation_base": ([(2048, 1024, True), (1024, 512, True), (512, 100, True)], 3),
     "ablation_newbase": ([(4096, 1024, True), (1024, 256, True), (256, 100, True)], 4),
     "ablation_deep_fc_dropout": ([(4096, 1024, True), (1024, 256, True), (256, 512, True), (512, 128, True),
@@ -90,6 +90,19 @@ def test_seed_layer_figures(experiment):
     fc, n_conv = SEED_FIGURES[experiment]
     assert linears(net) == fc
     assert convs(net) == n_conv
+
+
+def test_seed_001_resolution_rungs_share_step_11s_model_and_step_15_drops_the_4th_pool():
+    """58/62/67% are step 11's model at 32/64/128 px; the final table (step 15, 77%) pools after blocks
+    1-3 only: 128 -> 64 -> 32 -> 16 px into the AdaptiveAvgPool2d, as its row 28 says ("16 1")."""
+    rungs = [EXPERIMENTS[f"vgg_custom_{s}"] for s in (32, 64, 128)]
+    assert [c["input_size"] for c in rungs] == [None, 64, 128]
+    assert all(c["model"] == rungs[0]["model"] for c in rungs)
+    pools = lambda net: sum(isinstance(m, nn.MaxPool2d) for m in net.modules())   # noqa: E731
+    assert pools(build(rungs[2])) == 4 and pools(build(EXPERIMENTS["vgg_custom_128_aug"])) == 3
+    final = build(EXPERIMENTS["vgg_custom_128_aug"])
+    features = final[0](torch.zeros(1, 3, 128, 128))
+    assert features.shape == (1, 512, 16, 16)
 
 
 def test_seed_004_variants_change_only_what_they_name():

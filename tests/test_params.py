@@ -42,7 +42,15 @@ def first_experiment(p: dict) -> dict:
     (lambda p: p.update(compile="yes"), "compile: 'yes' is not of type 'boolean'"),
     (lambda p: p.update(deterministic=1), "deterministic: 1 is not of type 'boolean'"),
     (lambda p: p["datasets"]["digits"].update(val_fraction=1.0), "datasets.digits.val_fraction: 1.0 is greater than or equal to the maximum of 1"),
-    (lambda p: p["datasets"]["digits"].update(val_fraction=0), "datasets.digits.val_fraction: 0 is less than or equal to the minimum of 0"),
+    (lambda p: p["datasets"]["digits"].update(val_fraction=-0.1), "datasets.digits.val_fraction: -0.1 is less than the minimum of 0"),
+    (lambda p: p.update(checkpoint="best"), "checkpoint: 'best' is not one of ['best_val', 'last']"),
+    (lambda p: p.update(normalize="unit"), "normalize: 'unit' is not one of ['dataset', 'imagenet', 'half', 'none']"),
+    (lambda p: first_experiment(p).update(reported=57), "reported: 57 is not of type 'object'"),
+    (lambda p: first_experiment(p).update(reported={"top1": 57}), "reported: 'split' is a required property"),
+    (lambda p: first_experiment(p).update(reported={"split": "train", "top1": 57}), "reported.split: 'train' is not one of ['val', 'test']"),
+    (lambda p: first_experiment(p).update(reported={"split": "val", "top1": 57, "chnage": "x"}), "did you mean 'change' for 'chnage'?"),
+    (lambda p: first_experiment(p).update(reported={"split": "val", "top1": 5, "base": "nope"}), "reported.base: 'nope' is not an experiment of this study"),
+    (lambda p: p["datasets"]["digits"].update(test_per_class=0), "datasets.digits.test_per_class: 0 is less than the minimum of 1"),
     (lambda p: first_experiment(p)["model"].update(name="resnet9000"), "model.name: 'resnet9000' is not one of"),
     (lambda p: first_experiment(p).update(lr=-1), "lr: -1 is less than or equal to the minimum of 0"),
     (lambda p: first_experiment(p).update(learning_rate=0.1), "'learning_rate' was unexpected"),
@@ -89,8 +97,29 @@ def test_experiment_config_merges_defaults_with_overrides(good):
     assert set(P.training_keys()) <= set(cfg)
 
 
+@pytest.mark.parametrize("edit, key, fix", [
+    ({}, "checkpoint", "set checkpoint: last"),
+    ({"checkpoint": "last", "scheduler": {"name": "plateau"}}, "scheduler", "choose another scheduler"),
+    ({"checkpoint": "last", "early_stopping": 3}, "early_stopping", "set early_stopping: 0"),
+])
+def test_what_needs_a_val_split_fails_on_a_data_set_without_one(good, edit, key, fix):
+    def no_val(p):
+        p["datasets"]["digits"]["val_fraction"] = 0
+        for e in p["experiments"].values():
+            e.update(checkpoint="last", early_stopping=0, scheduler={"name": "none"})
+        first_experiment(p).update({"checkpoint": "best_val", **edit})
+    with pytest.raises(P.ParamsError) as e:
+        P.validate(broken(good, no_val))
+    name = next(iter(good["experiments"]))
+    assert str(e.value).startswith(f"params.yaml: experiments.{name}.{key}: ")
+    assert "needs a val split, but data set digits has val_fraction: 0; " + fix in str(e.value)
+    ok = broken(good, no_val)
+    first_experiment(ok).update(checkpoint="last", scheduler={"name": "none"}, early_stopping=0)
+    assert P.validate(ok)
+
+
 def test_report_only_keys_do_not_reach_the_training_config(good):
-    p = broken(good, lambda p: first_experiment(p).update(reported=12.5, description="x"))
+    p = broken(good, lambda p: first_experiment(p).update(reported={"split": "test", "top1": 12.5}, description="x"))
     name = next(iter(p["experiments"]))
     cfg = P.experiment_config(p, name)
     assert "reported" not in cfg and "description" not in cfg

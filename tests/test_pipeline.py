@@ -212,7 +212,7 @@ def test_dvc_run_cache_experiments_and_overrides(project, demo):
     # a readable table: the training keys and a few scalars per experiment, no config dumps
     header = run(["dvc", "exp", "show", "--csv"], cwd=project).stdout.splitlines()[0].split(",")
     metrics = {h.split(":")[1] for h in header if h.startswith("results/experiments/") and ":" in h}
-    assert metrics == {"best_val_acc", "best_epoch", "epochs_run", "train_time_s", "test_acc", "test_top5",
+    assert metrics == {"epoch", "val_acc", "train_loss", "epochs_run", "train_time_s", "test_acc", "test_top5",
                        "test_loss"}
     assert {"lr", "epochs", "optimizer", "experiments.digits_lenet_adam.lr"} <= set(header)
 

@@ -49,6 +49,25 @@ def test_official_test_split_is_kept_and_train_per_class_applies_after_val():
     assert not set(plan["train"][1]) & set(plan["val"][1])
 
 
+def test_seeds_splits_no_val_and_test_per_class(caplog):
+    """val_fraction: 0 trains on the whole training split (seeds 002/003); test_per_class keeps a
+    seeded, class-balanced part of the official test split (the birds course, Tiny ImageNet's 8,000)."""
+    raw = raw_of([c for c in range(3) for _ in range(10)], test=[c for c in range(3) for _ in range(6)])
+    plan = prepare.plan_splits(raw, cfg(val_fraction=0, test_per_class=4))
+    assert len(plan["val"][1]) == 0 and plan["train"][1].tolist() == list(range(30))
+    items, test_pos = plan["test"]
+    assert items is raw.test and np.bincount(raw.test.labels[test_pos]).tolist() == [4, 4, 4]
+    assert prepare.plan_splits(raw, cfg(val_fraction=0, test_per_class=4))["test"][1].tolist() == test_pos.tolist()
+    assert prepare.plan_splits(raw, cfg(val_fraction=0, test_per_class=4, split_seed=1))["test"][1].tolist() \
+        != test_pos.tolist()
+    # a class with fewer test images keeps them all (it only sizes the test set), and says so
+    short = raw_of([0] * 10 + [1] * 10, test=[0] * 3 + [1] * 8)
+    with caplog.at_level("WARNING"):
+        test_pos = prepare.plan_splits(short, cfg(val_fraction=0, test_per_class=5))["test"][1]
+    assert np.bincount(short.test.labels[test_pos]).tolist() == [3, 5]
+    assert "1 class(es) have fewer test images and keep them all: c0 (3)" in caplog.text
+
+
 def test_missing_test_fraction_and_too_few_per_class_are_clear_errors():
     raw = raw_of([c for c in range(3) for _ in range(10)])
     with pytest.raises(PipelineError, match="no official test split: set test_fraction"):
@@ -89,3 +108,14 @@ def test_cli_configure_download_prepare_stats(project, tmp_path):
     stats = json.loads((project / "data/stats/pets.json").read_text())
     assert train.shape == (8, 8, 8, 1) and stats["images"] == 8
     assert stats["mean"] == pytest.approx([train.mean() / 255], abs=1e-9)
+
+
+def test_prepare_and_stats_without_a_val_split(tmp_path):
+    folder = mini.image_folder(tmp_path / "photos", {"a": 6, "b": 6})
+    c = cfg(source={"kind": "folder", "path": str(folder)}, image_size=4, test_fraction=0.5, val_fraction=0)
+    download.download(c["source"], tmp_path / "raw")
+    meta = prepare.prepare(c, tmp_path / "raw", tmp_path / "out", workers=1)
+    assert meta["counts"] == {"train": 6, "val": 0, "test": 6}
+    assert np.load(tmp_path / "out" / "val_images.npy").shape == (0, 4, 4, 3)
+    from pipeline import stats
+    assert len(stats.stats(tmp_path / "out", tmp_path / "stats.json")["mean"]) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import urllib.error
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -164,11 +165,54 @@ def test_rotation_keeps_the_centre_and_zero_fills_corners():
     assert torch.equal(augment.rotation(batch(4), gen(), degrees=0), batch(4))
 
 
-def test_random_resized_crop_full_box_is_identity_and_small_boxes_zoom():
+def test_random_resized_crop_full_box_is_identity_and_resamples_to_the_input_size():
     x = batch(4)
     assert torch.equal(augment.random_resized_crop(x, gen(), scale=(1, 1), ratio=(1, 1)), x)
-    out = augment.random_resized_crop(batch(32, h=16, w=16), gen(), scale=(0.1, 0.3))
-    assert out.shape == (32, 3, 16, 16) and distinct(out) == 32
+    out = augment.random_resized_crop(batch(32, h=16, w=16), gen(), scale=(0.1, 0.3), size=48)
+    assert out.shape == (32, 3, 48, 48) and distinct(out) == 32     # straight to the input size
+    ramp = torch.arange(16, dtype=torch.uint8).mul(16).expand(1, 1, 16, 16).clone()   # value = 16 * column
+    out = augment.random_resized_crop(ramp, gen(), scale=(0.25, 0.25), ratio=(1, 1), size=64)
+    top, left, h, w = augment.crop_boxes(1, 16, 16, (0.25, 0.25), (1, 1), gen())[0].tolist()
+    assert (h, w) == (8, 8)
+    # the box's 8 columns stretched to 64: output column 8k + 4 samples the image 1/16 px right of
+    # the centre of the box's column k, i.e. 16 * (left + k) + 1 (bilinear, one resampling)
+    assert out[0, 0, 0, 4:60:8].tolist() == [16 * (left + k) + 1 for k in range(7)]   # (the 8th may pass the edge)
+
+
+def test_random_resized_crop_boxes_follow_torchvisions_distribution():
+    """100k boxes against 100k of torchvision's RandomResizedCrop.get_params (10 tries, then the
+    centre-crop fallback): the area share and the aspect agree to within 0.01, in mean and quantiles."""
+    from torchvision.transforms import RandomResizedCrop
+    n, h, w, scale, ratio = 100_000, 32, 32, (0.08, 1.0), (3 / 4, 4 / 3)
+    top, left, bh, bw = augment.crop_boxes(n, h, w, scale, ratio, gen()).T.numpy()
+    assert (top >= 0).all() and (left >= 0).all() and (top + bh <= h).all() and (left + bw <= w).all()
+    torch.manual_seed(0)
+    image = torch.zeros(1, h, w)
+    theirs = np.array([RandomResizedCrop.get_params(image, scale, ratio)[2:] for _ in range(n)], dtype=float)
+    for ours_x, theirs_x in ((bh * bw / (h * w), theirs[:, 0] * theirs[:, 1] / (h * w)),
+                             (bw / bh, theirs[:, 1] / theirs[:, 0])):
+        assert abs(ours_x.mean() - theirs_x.mean()) < 0.01
+        assert np.abs(np.quantile(ours_x, [0.1, 0.5, 0.9]) - np.quantile(theirs_x, [0.1, 0.5, 0.9])).max() < 0.01
+    # the fallback: no try fits a 4:1 image at aspect 1 and scale 1 -> the centred largest square
+    assert augment.crop_boxes(3, 8, 32, (1, 1), (1, 1), gen()).tolist() == [[0, 12, 8, 8]] * 3
+
+
+def test_color_jitter_order_is_drawn_per_sample():
+    """Brightness then contrast differs from contrast then brightness; torchvision draws the order
+    per call, so over a batch both orders (of all six) must occur, each giving one of the two results."""
+    x = torch.tensor([[[[40, 200]], [[90, 120]], [[10, 250]]]], dtype=torch.uint8).expand(400, -1, -1, -1)
+    out = augment.color_jitter(x, gen(), brightness=0.5, contrast=0.5)
+    g = gen()   # the same draws, by hand: order, then one factor per op
+    order = torch.rand(400, 3, generator=g).argsort(1)
+    fb, fc = augment._uniform(400, 0.5, 1.5, g), augment._uniform(400, 0.5, 1.5, g)
+    brightness_first = (order == 0).float().argmax(1) < (order == 1).float().argmax(1)
+    y = x.float()
+    for i in range(0, 400, 37):
+        b_ = lambda v: (fb[i] * v).clamp(0, 255)                                      # noqa: E731
+        c_ = lambda v: (fc[i] * v + (1 - fc[i]) * augment.grey(v[None]).mean()).clamp(0, 255)   # noqa: E731
+        want = c_(b_(y[i])) if brightness_first[i] else b_(c_(y[i]))
+        assert (out[i].float() - want.round()).abs().max() <= 1
+    assert 100 < brightness_first.sum() < 300
 
 
 def test_apply_is_seeded():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -40,7 +41,7 @@ def test_training_drives_the_loss_down(prepared, tmp_path):
     m = fit(config(epochs=5), prepared, tmp_path)
     h = pd.read_csv(tmp_path / "history.csv")
     assert h["train_loss"].iloc[-1] < 0.5 * h["train_loss"].iloc[0]
-    assert m["best_val_acc"] > 0.5
+    assert m["val_acc"] > 0.5
 
 
 def test_same_params_give_bit_identical_results(prepared, tmp_path):
@@ -61,8 +62,60 @@ def test_best_on_val_checkpoint_and_early_stopping(prepared, tmp_path):
     m = fit(config(lr=1e-9, early_stopping=2, epochs=10), prepared, tmp_path)   # val acc cannot improve
     h = pd.read_csv(tmp_path / "history.csv")
     assert len(h) == 3 and m["stopped_early"] and m["epochs_run"] == 3
-    assert m["best_epoch"] == int(h["val_acc"].idxmax()) + 1 == 1
+    assert m["epoch"] == int(h["val_acc"].idxmax()) + 1 == 1
     assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] == 1
+
+
+def test_last_epoch_checkpoint_without_a_val_split(prepared, tmp_path):
+    """The seeds' protocol: train on everything (val_fraction: 0), keep the last epoch."""
+    no_val = tmp_path / "prepared"
+    no_val.mkdir()
+    for f in prepared.iterdir():
+        (no_val / f.name).write_bytes(f.read_bytes())
+    np.save(no_val / "val_images.npy", np.zeros((0, 8, 8, 1), np.uint8))
+    np.save(no_val / "val_labels.npy", np.zeros(0, np.int64))
+    m = fit(config(checkpoint="last", epochs=3), no_val, tmp_path / "out")
+    h = pd.read_csv(tmp_path / "out" / "history.csv")
+    assert h["val_acc"].isna().all() and h["val_loss"].isna().all() and len(h) == 3
+    assert m["epoch"] == 3 and m["val_acc"] is None and m["train_loss"] == h["train_loss"].iloc[-1]
+    assert json.loads((tmp_path / "out" / "train.json").read_text())["val_acc"] is None   # valid JSON: null
+    assert torch.load(tmp_path / "out" / "model.pt", weights_only=True)["epoch"] == 3
+    # with a val split, `last` keeps the last epoch even when an earlier one was better on val
+    m = fit(config(checkpoint="last", lr=0.5, epochs=4), prepared, tmp_path / "last")
+    assert m["epoch"] == 4 and m["val_acc"] == pd.read_csv(tmp_path / "last" / "history.csv")["val_acc"].iloc[-1]
+
+
+def test_val_loss_is_plain_cross_entropy_whatever_the_training_loss(prepared, tmp_path):
+    """Val loss and evaluate's test loss share one definition, so a smoothed or multi-margin run's
+    val loss is not its training objective: recomputed here from the kept model."""
+    from pipeline import data
+    fit(config(label_smoothing=0.3, epochs=1), prepared, tmp_path)
+    h = pd.read_csv(tmp_path / "history.csv")
+    model, _, _ = engine.load_model(tmp_path / "model.pt")
+    val = data.load_split(prepared, "val", torch.device("cpu"))
+    logits = engine.predict(model, val, 32)
+    assert h["val_loss"].iloc[0] == pytest.approx(torch.nn.functional.cross_entropy(logits, val.labels).item(), rel=1e-6)
+    smoothed = torch.nn.functional.cross_entropy(logits, val.labels, label_smoothing=0.3).item()
+    assert abs(h["val_loss"].iloc[0] - smoothed) > 1e-3
+
+
+def test_last_layer_finetuning_keeps_the_body_in_eval_mode_and_the_head_training(prepared):
+    """A frozen body keeps its BatchNorm statistics; dropout in the head still drops."""
+    meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
+    cfg = config(model={"name": "vgg", "layers": [4, "M"], "head": [16], "dropout": 0.5}, finetune="last_layer")
+    model = engine.build_model(cfg, meta, stats)
+    engine.train_mode(model, cfg)
+    modes = {type(m).__name__: m.training for m in model.net.modules() if not list(m.children())}
+    assert modes["BatchNorm2d"] is False and modes["Dropout"] is True and modes["Linear"] is True
+    engine.train_mode(model, {**cfg, "finetune": "all"})
+    assert all(m.training for m in model.modules())
+
+
+def test_normalize_none_only_scales_to_unit_range(prepared):
+    meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
+    model = engine.build_model(config(normalize="none"), meta, stats)
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
+    assert model.normalize(x).flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
 
 
 def test_schedule_lr_is_recorded_per_epoch(prepared, tmp_path):

@@ -27,10 +27,13 @@ def _experiment_figures(exp: dict, test_images) -> None:
     """Adds the experiment's figures and tables in place; a broken input becomes a listed problem."""
     from pipeline.report import collect, figures
     exp["per_class"] = collect.per_class(exp)
+    exp["seed_rows"] = collect.seed_comparison(exp)
+    exp["seed_per_class"], problems = collect.per_class_comparison(exp)
+    exp["problems"] += problems
     exp["figures"], exp["pairs"], exp["samples"] = {}, None, None
     try:
         if exp["history_csv"] is not None:
-            exp["figures"]["curves"] = figures.experiment_curves(exp["history_csv"], exp["row"]["best_epoch"])
+            exp["figures"]["curves"] = figures.experiment_curves(exp["history_csv"], exp["row"]["kept_epoch"])
         if exp["per_class"]:
             exp["figures"]["per_class"] = figures.per_class_bars(exp["per_class"])
         if exp["confusion_csv"] is not None:
@@ -78,7 +81,7 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
     times = [e["row"]["train_time_s"] for e in exps if e["row"]["train_time_s"] is not None]
     return {
         "generated": dt.datetime.now(dt.timezone.utc), "study": study["study"],
-        "experiments": exps, "datasets": datasets,
+        "experiments": exps, "datasets": datasets, "ablations": collect.ablations(exps),
         "code": collect.code_version(root), "environments": collect.environments(exps),
         "first_finished": min(finished, default=None), "last_finished": max(finished, default=None),
         "total_train_s": sum(times), "n_ok": sum(e["status"] == "ok" for e in exps),

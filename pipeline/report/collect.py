@@ -50,7 +50,7 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None) 
     """
     spec = study["experiments"][name]
     exp = {"name": name, "dataset": spec["dataset"], "model": spec["model"],
-           "description": spec["description"], "reported": spec["reported"],
+           "description": spec["description"], "reported": spec["reported"] or None,
            "config": {}, "dir": results / name, "problems": [], "finished": None}
     for f in EXPERIMENT_FILES:
         key = f.replace(".", "_")
@@ -83,23 +83,86 @@ def _pct(x) -> float | None:
     return None if x is None else 100.0 * float(x)
 
 
-def leaderboard_row(exp: dict) -> dict:
-    """One leaderboard row; accuracies in %, `diff` = our test top-1 minus the seed's figure (points)."""
+def _ours(exp: dict, split: str, metric: str):
+    """Our figure for `metric` (top1 %, loss, train_loss) on `split`, from the kept checkpoint."""
     train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
-    max_epochs = exp["config"].get("epochs")
-    epochs_run = train.get("epochs_run")
-    stopped = run.get("stopped_early")
-    test_acc = _pct(test.get("test_acc"))
-    reported = exp["reported"]
+    if metric == "train_loss":
+        return train.get("train_loss")
+    if split == "test":
+        return _pct(test.get("test_acc")) if metric == "top1" else test.get("test_loss")
+    return _pct(train.get("val_acc")) if metric == "top1" else run.get("val_loss")
+
+
+def leaderboard_row(exp: dict) -> dict:
+    """One leaderboard row; accuracies in %. `reported` is the seed's top-1 on `reported_split`, and
+    `diff` our top-1 on that same split minus it (points): val figures are compared with our val."""
+    train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
+    reported = exp["reported"] or {}
+    split = reported.get("split")
+    ours = _ours(exp, split, "top1") if split else None
     return {
         "name": exp["name"], "dataset": exp["dataset"], "model": exp["model"], "status": exp["status"],
-        "n_params": run.get("params"), "epochs_run": epochs_run, "max_epochs": max_epochs,
-        "best_epoch": train.get("best_epoch"), "stopped_early": bool(stopped),
-        "best_val_acc": _pct(train.get("best_val_acc")), "test_acc": test_acc,
+        "n_params": run.get("params"), "epochs_run": train.get("epochs_run"),
+        "max_epochs": exp["config"].get("epochs"), "kept_epoch": train.get("epoch"),
+        "checkpoint": exp["config"].get("checkpoint", "best_val"), "stopped_early": bool(run.get("stopped_early")),
+        "val_acc": _pct(train.get("val_acc")), "test_acc": _pct(test.get("test_acc")),
         "test_top5": _pct(test.get("test_top5")), "test_loss": test.get("test_loss"),
-        "train_time_s": train.get("train_time_s"), "reported": reported,
-        "diff": None if test_acc is None or reported is None else test_acc - float(reported),
+        "train_time_s": train.get("train_time_s"), "reported": reported.get("top1"), "reported_split": split,
+        "compared": ours if split else _pct(test.get("test_acc")),   # ours on the seed's split, else test
+        "diff": None if ours is None else ours - reported["top1"],
     }
+
+
+SEED_METRICS = (("top1", "top-1 accuracy (%)"), ("loss", "loss (cross-entropy)"), ("train_loss", "train loss"))
+
+
+def seed_comparison(exp: dict) -> list[dict]:
+    """Every figure the seed gives for this experiment beside ours on the same split and metric."""
+    reported = exp["reported"]
+    if not reported:
+        return []
+    rows = []
+    for metric, label in SEED_METRICS:
+        if metric in reported:
+            split = "train" if metric == "train_loss" else reported["split"]
+            ours = _ours(exp, reported["split"], metric)
+            rows.append({"metric": label, "split": split, "seed": reported[metric], "ours": ours,
+                         "diff": None if ours is None else ours - reported[metric]})
+    return rows
+
+
+def per_class_comparison(exp: dict) -> tuple[list[dict], list[str]]:
+    """(rows of class, seed %, ours %, difference; problems) where the seed lists per-class figures."""
+    seed = (exp["reported"] or {}).get("per_class")
+    if not seed:
+        return [], []
+    ours = dict(per_class(exp))
+    unknown = [c for c in seed if ours and c not in ours]
+    problems = [f"reported.per_class names {', '.join(unknown)}, not classes of {exp['dataset']} "
+                f"({', '.join(sorted(ours)[:10])}...); use the data set's class names"] if unknown else []
+    return [{"class": c, "seed": v, "ours": ours.get(c),
+             "diff": None if ours.get(c) is None else ours[c] - v} for c, v in seed.items()], problems
+
+
+def ablations(exps: list[dict]) -> dict[str, list[dict]]:
+    """Each experiment that changes another (`reported.base`) against that base, grouped by source:
+    the seed's accuracy change beside ours, both on the seed's split (points)."""
+    by_name = {e["name"]: e for e in exps}
+    tables: dict[str, list[dict]] = {}
+    for e in exps:
+        reported = e["reported"] or {}
+        if "base" not in reported:
+            continue
+        base = by_name[reported["base"]]
+        split = reported["split"]
+        base_seed = (base["reported"] or {}).get("top1")
+        ours, ours_base = _ours(e, split, "top1"), _ours(base, split, "top1")
+        tables.setdefault(reported.get("source", "").split(",")[0] or "ablations", []).append({
+            "name": e["name"], "base": base["name"], "change": reported.get("change", ""), "split": split,
+            "seed": reported["top1"], "seed_base": base_seed, "ours": ours, "ours_base": ours_base,
+            "seed_delta": None if base_seed is None else reported["top1"] - base_seed,
+            "ours_delta": None if ours is None or ours_base is None else ours - ours_base})
+    return tables
 
 
 def most_confused(confusion: pd.DataFrame, n: int = 10) -> list[dict]:

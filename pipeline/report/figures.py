@@ -60,24 +60,26 @@ def _short(name: str, n: int = 28) -> str:
 
 
 def accuracy_bars(rows: list[dict]) -> str:
-    """Test top-1 per experiment (ours) beside the seed's reported figure, one bar pair per row."""
+    """Top-1 per experiment (ours) beside the seed's reported figure, on the seed's split (val or
+    test, named on the row) or on test where the seed gives none; one bar pair per row."""
     n = len(rows)
     fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * n), layout="tight")
     y = np.arange(n)
-    ours = [r["test_acc"] if r["test_acc"] is not None else 0 for r in rows]
+    ours = [r["compared"] if r["compared"] is not None else 0 for r in rows]
     reported = [r["reported"] if r["reported"] is not None else 0 for r in rows]
-    ax.barh(y - 0.2, ours, height=0.4, color="#3a7bd5", label="ours (test top-1)")
+    ax.barh(y - 0.2, ours, height=0.4, color="#3a7bd5", label="ours (on the seed's split; else test)")
     ax.barh(y + 0.2, reported, height=0.4, color="#bbbbbb", label="seed's reported figure")
     for yi, r in zip(y, rows):
-        if r["test_acc"] is not None:
-            ax.text(r["test_acc"] + 0.5, yi - 0.2, f"{r['test_acc']:.1f}", va="center", fontsize=8)
+        if r["compared"] is not None:
+            ax.text(r["compared"] + 0.5, yi - 0.2, f"{r['compared']:.1f}", va="center", fontsize=8)
         else:
             ax.text(0.5, yi - 0.2, r["status"], va="center", fontsize=8, color="#a00")
         if r["reported"] is not None:
-            ax.text(r["reported"] + 0.5, yi + 0.2, f"{r['reported']:.1f}", va="center", fontsize=8, color="#555")
+            ax.text(r["reported"] + 0.5, yi + 0.2, f"{r['reported']:.1f} ({r['reported_split']})", va="center",
+                    fontsize=8, color="#555")
     ax.set_yticks(y, [_short(r["name"]) for r in rows], fontsize=8)
     ax.invert_yaxis()  # the order of params.yaml, top to bottom
-    ax.set(xlabel="accuracy (%)", xlim=(0, 112))
+    ax.set(xlabel="top-1 accuracy (%)", xlim=(0, 118))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
               frameon=False)                                  # above the bars, never over them
@@ -100,16 +102,17 @@ def dataset_curves(exps: list[dict]) -> str:
     return to_uri(fig)
 
 
-def experiment_curves(history, best_epoch: int | None) -> str:
-    """Loss and accuracy per epoch, train solid and val dashed; the kept checkpoint marked."""
+def experiment_curves(history, kept_epoch: int | None) -> str:
+    """Loss and accuracy per epoch, train solid and val dashed (val loss: cross-entropy; train loss:
+    the training objective); the kept checkpoint marked."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 2.8), layout="tight")
     ax_loss.plot(history["epoch"], history["train_loss"], label="train")
     ax_loss.plot(history["epoch"], history["val_loss"], "--", label="val")
     ax_acc.plot(history["epoch"], 100 * history["train_acc"], label="train")
     ax_acc.plot(history["epoch"], 100 * history["val_acc"], "--", label="val")
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
-        if best_epoch is not None:
-            ax.axvline(best_epoch, color="#999", lw=1, ls=":", label=f"kept (epoch {best_epoch})")
+        if kept_epoch is not None:
+            ax.axvline(kept_epoch, color="#999", lw=1, ls=":", label=f"kept (epoch {kept_epoch})")
         ax.set(xlabel="epoch", title=title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
