@@ -68,7 +68,7 @@ rule train:
     input: **SMK.inputs("train")
     output: **SMK.outputs("train")
     log: S.BY_NAME["train"].log
-    resources: gpu=1
+    resources: gpu=SMK.devices    # `devices: N` trains on N GPUs (DDP), so takes N
     conda: "envs/pipeline.yaml"
     shell: SHELL["train"]
 

@@ -21,15 +21,24 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import augment, data, layers, models, recipes, resume
+from pipeline import augment, data, distributed, gpus, layers, models, recipes, resume
 from pipeline.stage import PipelineError
 
 log = logging.getLogger("pipeline.engine")
 
 
 def pick_device(name: str) -> torch.device:
+    """`auto`: the CPU without CUDA; with several GPUs, one no other job of this machine holds
+    (pipeline/gpus.py), so that K jobs at once train on K GPUs, not all on cuda:0."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if count == 1:
+            return torch.device("cuda")
+        device = torch.device("cuda", gpus.claim(count))
+        torch.cuda.set_device(device)
+        return device
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"device: {name} asked for but CUDA is not available; set device: auto or cpu")
     return torch.device(name)
@@ -182,8 +191,12 @@ CHECK_EVERY = 50       # steps between the only host reads of an epoch, to stop 
 
 
 def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator, desc,
-              precision=contextlib.nullcontext(), nhwc: bool = False) -> tuple[float, float]:
+              precision=contextlib.nullcontext(), nhwc: bool = False,
+              ranks: distributed.Ranks = distributed.Ranks()) -> tuple[float, float]:
     """One pass of training with per-sample augmentation. Returns (mean loss, accuracy).
+
+    Under DDP (`ranks`) each global batch is augmented whole, as on one device, and this rank
+    trains on its slice; the epoch's sums (and the divergence check) are reduced over the ranks.
 
     Nothing in the step waits for the device: loss and correct counts add up on it (the loss in
     float64, as exactly as Python floats did), and so does the first step whose loss is not
@@ -199,13 +212,13 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     bad_loss = torch.zeros((), dtype=torch.float64, device=device)
     limit = None
     for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
-                                       total=-(-len(split) // batch_size))):
+                                       total=-(-len(split) // batch_size), disable=not ranks.main)):
         x = augment.apply(config.get("augment", []), x, aug_generator, config.get("input_size"))
-        x = data.memory_format(x, nhwc)
+        x, y = distributed.shard(data.memory_format(x, nhwc), y, ranks)
         optimizer.zero_grad(set_to_none=True)
         with precision:
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, y) if len(y) else logits.sum() * 0   # (an empty slice: no images)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
@@ -218,10 +231,11 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
         new = (bad_step < 0) & ~((value.abs() <= limit) & torch.isfinite(value))
         bad_step = torch.where(new, float(step), bad_step)
         bad_loss = torch.where(new, value, bad_loss)
-        if (step + 1) % CHECK_EVERY == 0 and bad_step.item() >= 0:
+        if (step + 1) % CHECK_EVERY == 0 and distributed.all_reduce(bad_step.clone(), ranks, "max").item() >= 0:
             break
-    total, right, first_bad, first_bad_loss = torch.stack(
-        [total_loss, correct.double(), bad_step, bad_loss]).tolist()      # the epoch's one read
+    sums = distributed.all_reduce(torch.stack([total_loss, correct.double()]), ranks)
+    total, right, first_bad, first_bad_loss = torch.cat(
+        [sums, torch.stack([bad_step, bad_loss])]).tolist()               # the epoch's one read
     if first_bad >= 0:
         raise Diverged(int(first_bad) + 1, first_bad_loss)
     return total / len(split), right / len(split)
@@ -232,8 +246,25 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
         experiments: Path | None = None) -> dict:
     """Train one experiment, keeping the best-val (or last) checkpoint; write history, metrics, run record
     (resolved config, library versions, sizes) and layer table. Returns metrics + run record."""
+    ranks = distributed.current()
+    if ranks.world == 1:
+        return _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, layers_out,
+                    experiments, ranks, pick_device(config["device"]))
+    cuda = torch.cuda.is_available() and config["device"] != "cpu"
+    device = torch.device("cuda", ranks.local) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    distributed.start(ranks, device)
+    try:
+        return _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, layers_out,
+                    experiments, ranks, device)
+    finally:
+        distributed.stop(ranks)
+
+
+def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, layers_out, experiments,
+         ranks: distributed.Ranks, device: torch.device) -> dict:
     from pipeline.stage import atomic_path
-    device = pick_device(config["device"])
     generator = seed_everything(config["seed"], device, config.get("deterministic", False))
     aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     meta = data.load_meta(prepared)
@@ -252,7 +283,8 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     stopper = recipes.EarlyStopping(config.get("early_stopping", 0))
     loss_fn = recipes.make_loss(config)
     # torch.compile traces on the first call, so the first epoch's time holds the compile time.
-    step_model = torch.compile(model) if config.get("compile") else model
+    step_model = distributed.wrap(model, ranks, device)
+    step_model = torch.compile(step_model) if config.get("compile") else step_model
     generators = {"shuffle": generator, "augment": aug_generator}
     state_file, key = resume.state_path(model_out), resume.run_key(config, stats, prepared)
     state = resume.load(state_file, key)
@@ -273,14 +305,17 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
         lr, epoch_start = schedule.lr, time.perf_counter()
         try:
             train_loss, train_acc = run_epoch(step_model, train, loss_fn, optimizer, config, generator,
-                                              aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc)
+                                              aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc,
+                                              ranks)
         except Diverged as e:
             raise PipelineError(
                 f"experiment {config['name']} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
                 f"lower lr (e.g. lr: {lr / 10:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
         except torch.cuda.OutOfMemoryError:
             raise PipelineError(out_of_memory(config, device)) from None
-        val_loss, val_acc = validate(step_model, val, config["batch_size"], precision, nhwc)
+        # every rank validates whole, on the plain module: DDP's forward would sync buffers
+        val_loss, val_acc = validate(model if ranks.world > 1 else step_model, val, config["batch_size"],
+                                     precision, nhwc)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                         "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
         log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", epoch, config["epochs"],
@@ -294,11 +329,12 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
         stopped = stopper.update(val_acc) if stopper.patience else False
         if stopped:
             log.info("early stopping: no better val accuracy for %d epochs", stopper.patience)
-        resume.save(state_file, key, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "stopper": stopper.state_dict(), "rng": resume.rng_states(generators), "history": history,
-            "kept": kept, "kept_state": kept_state, "epoch_times": epoch_times, "stopped": stopped,
-            "elapsed": time.perf_counter() - start})
+        if ranks.main:
+            resume.save(state_file, key, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "stopper": stopper.state_dict(),
+                "rng": resume.rng_states(generators), "history": history, "kept": kept, "kept_state": kept_state,
+                "epoch_times": epoch_times, "stopped": stopped, "elapsed": time.perf_counter() - start})
     size = input_size(config, meta)
     table = layers.layer_table(model.net.cpu(), meta["channels"], size) if layers_out else None
     # train.json: the few scalars `dvc exp show` lists, of the kept checkpoint's epoch (val figures
@@ -309,8 +345,10 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
            "stopped_early": len(history) < config["epochs"],
            "params": sum(p.numel() for p in model.parameters()),
            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-           "input_size": list(size), "device": str(device), "epoch_times_s": epoch_times,
+           "input_size": list(size), "device": str(device), "devices": ranks.world, "epoch_times_s": epoch_times,
            "config": config, "versions": versions()}
+    if not ranks.main:   # rank 0 writes the outputs
+        return {**metrics, **run}
     with atomic_path(model_out) as tmp:
         torch.save({"state_dict": kept_state, "config": config, "meta": meta, "stats": stats,
                     "epoch": kept["epoch"]}, tmp)

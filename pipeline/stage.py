@@ -76,12 +76,13 @@ def read_json(path: Path) -> dict:
                             f"(configure writes results/configs/)") from None
 
 
-def setup_logging(log_file: str | Path | None) -> None:
-    """Log to stderr and, when given, to a per-stage log file (overwritten on each run)."""
+def setup_logging(log_file: str | Path | None, append: bool = False) -> None:
+    """Log to stderr and, when given, to a per-stage log file (overwritten on each run, unless
+    `append`: a process the stage itself launched, e.g. torchrun's rank 0)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w"))
+        handlers.append(logging.FileHandler(log_file, mode="a" if append else "w"))
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -243,6 +243,10 @@ class Snakemake:
         inputs["code"] = list(code_deps(stage.module))
         return inputs
 
+    def devices(self, wildcards) -> int:
+        """GPUs a train job takes (the `gpu` resource): its experiment's `devices`."""
+        return self.params["experiments"][wildcards.exp].get("devices", self.params["devices"])
+
     @staticmethod
     def outputs(name: str) -> dict:
         from snakemake.io import directory

@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import sys
 from pathlib import Path
 
 from pipeline import stage
@@ -54,14 +56,26 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", type=Path, help="layer table to write (CSV)")
     ap.add_argument("--experiments", type=Path, help="folder of other experiments' checkpoints")
     ap.add_argument("--log", type=Path)
-    args = ap.parse_args(argv)
-    stage.setup_logging(args.log)
+    argv = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(argv[1:] if argv[:1] == ["--"] else argv)   # ("--": as relaunched by torchrun)
+    rank = int(os.environ.get("RANK", 0))           # under torchrun (devices > 1): rank 0 logs to the file
+    stage.setup_logging(args.log if rank == 0 else None, append="LOCAL_RANK" in os.environ)
     config = stage.read_json(args.config)
+    devices = config.get("devices", 1)
+    if devices > 1 and "LOCAL_RANK" not in os.environ:   # not yet under torchrun: relaunch there
+        from pipeline import distributed
+        code = distributed.relaunch(devices, "pipeline.train", argv)
+        if code != 0:
+            raise stage.PipelineError(f"experiment {config['name']}: training on {devices} devices failed "
+                                      f"(torchrun exit {code}; the ranks' errors are above)")
+        return
     train(config, args.prepared, args.stats, args.model, args.history, args.metrics, args.run,
           args.layers, args.experiments)
 
 
 def render_report_despite_failure() -> None:
+    if "LOCAL_RANK" in os.environ:   # a torchrun rank: the launching process renders it
+        return
     # Imported by name at run time: the report's code is not this stage's dependency.
     importlib.import_module("pipeline.report").render_despite_failure()
 

@@ -1,0 +1,95 @@
+"""One experiment across several devices: PyTorch DDP, one process per device, launched by torchrun.
+
+`devices: N` in an experiment makes the train stage relaunch itself under
+`python -m torch.distributed.run --standalone --nproc-per-node N -m pipeline.train <same args>`,
+so neither orchestrator's command changes. Every rank holds the whole prepared split and draws the
+same shuffled order and the same per-sample augmentation for each global batch of `batch_size`,
+then trains on its slice (`batch_size / N` images); DDP averages the gradients, which makes a step
+the single-device step on the whole batch, but for BatchNorm's statistics (per slice) and the
+order of float sums. Loss and accuracy are summed over the ranks once per epoch; every rank
+validates on the whole val split (identical weights, identical numbers); rank 0 alone writes.
+Backends: NCCL on CUDA (rank r on cuda:<LOCAL_RANK>), gloo on the CPU.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger("pipeline.distributed")
+
+
+@dataclass(frozen=True)
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def current() -> Ranks:
+    """This process's place, as torchrun's environment says (one process: rank 0 of 1)."""
+    env = os.environ
+    return Ranks(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def relaunch(devices: int, module: str, argv: list[str]) -> int:
+    """Run `python -m <module> <argv>` as `devices` torchrun processes; their exit status.
+
+    A signal to this process ends torchrun, which ends its workers."""
+    # "--": torchrun's parser would otherwise take the stage's --log for an abbreviation of its own
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
+           "-m", module, "--", *argv]
+    log.info("training on %d devices: %s", devices, " ".join(cmd))
+    process = subprocess.Popen(cmd)
+    try:
+        return process.wait()
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def start(ranks: Ranks, device: torch.device) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=ranks.rank,
+                            world_size=ranks.world)
+
+
+def stop(ranks: Ranks) -> None:
+    import torch.distributed as dist
+    if ranks.world > 1 and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+    if ranks.world == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def shard(x: torch.Tensor, y: torch.Tensor, ranks: Ranks) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's slice of a global batch (slices differ by at most one image; may be empty)."""
+    if ranks.world == 1:
+        return x, y
+    return x.tensor_split(ranks.world)[ranks.rank], y.tensor_split(ranks.world)[ranks.rank]
+
+
+def all_reduce(t: torch.Tensor, ranks: Ranks, op: str = "sum") -> torch.Tensor:
+    """Sum (or max) of `t` over the ranks, in place; `t` itself on one process."""
+    if ranks.world > 1:
+        import torch.distributed as dist
+        dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t

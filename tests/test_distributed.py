@@ -1,0 +1,51 @@
+"""One experiment across devices: `devices: 2` through the train stage's CLI relaunches it under
+torchrun as 2 gloo processes on the CPU; same outputs as one process, and the same first epoch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT
+from cpu_reference import digits_prepared
+from pipeline import engine, params
+
+DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+
+
+def run_train(config: dict, prepared, out) -> subprocess.CompletedProcess:
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(config))
+    files = {name: out / f for name, f in (("model", "model.pt"), ("history", "history.csv"),
+                                            ("metrics", "train.json"), ("run", "run.json"))}
+    cmd = [sys.executable, "-m", "pipeline.train", "--config", out / "config.json", "--prepared", prepared,
+           "--stats", prepared / "stats.json", "--log", out / "train.log",
+           *[a for name, path in files.items() for a in (f"--{name}", path)]]
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_two_processes_train_one_experiment_as_one_does(tmp_path):
+    prepared = digits_prepared(tmp_path / "prepared")
+    config = {**DEFAULTS, "name": "ddp", "dataset": "digits", "device": "cpu", "epochs": 3, "batch_size": 32,
+              "model": {"name": "lenet", "channels": [8], "fc": [32]}, "augment": [{"name": "crop", "padding": 1}]}
+    p = run_train({**config, "devices": 2}, prepared, tmp_path / "two")
+    assert p.returncode == 0, p.stderr[-3000:]
+    two = pd.read_csv(tmp_path / "two" / "history.csv")
+    assert len(two) == 3 and two["train_loss"].iloc[-1] < two["train_loss"].iloc[0]   # it learns
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert run["devices"] == 2 and run["config"]["devices"] == 2
+    assert "training on 2 devices" in (tmp_path / "two" / "train.log").read_text()
+    # the same global batch, augmentation and shuffling on one process: the same first epoch
+    p = run_train({**config, "devices": 1}, prepared, tmp_path / "one")
+    assert p.returncode == 0, p.stderr[-3000:]
+    one = pd.read_csv(tmp_path / "one" / "history.csv")
+    assert two["train_loss"].iloc[0] == pytest.approx(one["train_loss"].iloc[0], rel=1e-4)
+    assert two["val_acc"].iloc[0] == pytest.approx(one["val_acc"].iloc[0], abs=0.02)
+    # the checkpoint is a plain one: evaluate (one process) loads it
+    model, ckpt, _ = engine.load_model(tmp_path / "two" / "model.pt")
+    assert ckpt["epoch"] == json.loads((tmp_path / "two" / "train.json").read_text())["epoch"]
+    assert model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, 10)

@@ -1,0 +1,76 @@
+"""GPU assignment when several jobs share a multi-GPU machine, on the CPU with a faked device count:
+each job holds a GPU of its own until it exits, and a waiting job gets the first one freed."""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT
+from pipeline import engine, gpus
+
+# A job: claim one of `count` GPUs, print its index, hold it until stdin closes.
+JOB = ("import sys; from pipeline import gpus; i = gpus.claim(int(sys.argv[1]), wait_s=0.05); "
+       "print(i, flush=True); sys.stdin.read()")
+
+
+def job(count: int, env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", JOB, str(count)], cwd=ROOT, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+def test_concurrent_jobs_get_distinct_gpus_and_a_waiting_one_the_first_freed(tmp_path):
+    env = {**os.environ, "PIPELINE_GPU_LOCKS": str(tmp_path)}
+    a = job(2, env)
+    a_gpu = int(a.stdout.readline())
+    b = job(2, env)
+    b_gpu = int(b.stdout.readline())
+    assert {a_gpu, b_gpu} == {0, 1}
+    c = job(2, env)                                   # both GPUs held: c waits, printing nothing
+    assert select.select([c.stdout], [], [], 2.0)[0] == [] and c.poll() is None
+    a.stdin.close()                                   # a exits; the kernel drops its lock
+    a.wait(timeout=30)
+    assert int(c.stdout.readline()) == a_gpu
+    for p in (b, c):
+        p.stdin.close()
+        p.wait(timeout=30)
+
+
+def test_physical_ids_follow_cuda_visible_devices(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert gpus.physical_ids(2) == ["3", "5"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpus.physical_ids(3) == ["0", "1", "2"]
+    # a job that sees GPUs 3 and 5 locks the physical ids: another job seeing only GPU 3 waits for it
+    env = {**os.environ, "PIPELINE_GPU_LOCKS": str(tmp_path), "CUDA_VISIBLE_DEVICES": "3"}
+    held = job(1, env)
+    assert int(held.stdout.readline()) == 0 and (tmp_path / "gpu3.lock").exists()
+    held.stdin.close()
+    held.wait(timeout=30)
+
+
+def test_device_auto_claims_a_gpu_only_when_there_are_several(monkeypatch):
+    claims = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
+    monkeypatch.setattr(gpus, "claim", lambda count: claims.append(count) or 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert engine.pick_device("auto") == torch.device("cuda", 2) and claims == [4]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert engine.pick_device("auto") == torch.device("cuda") and claims == [4]
+    assert engine.pick_device("cpu") == torch.device("cpu")
+
+
+def test_a_snakemake_train_job_takes_as_many_gpus_as_its_devices():
+    from types import SimpleNamespace
+
+    from pipeline import params, stages
+    p = params.load(ROOT / "params.yaml")
+    one, two = list(p["experiments"])[:2]
+    p["experiments"][two]["devices"] = 3
+    smk = stages.Snakemake(p)
+    assert smk.devices(SimpleNamespace(exp=one)) == 1 and smk.devices(SimpleNamespace(exp=two)) == 3
+    assert "resources: gpu=SMK.devices" in (ROOT / "Snakefile").read_text()
