@@ -127,7 +127,8 @@ def seed_comparison(exp: dict) -> list[dict]:
             split = "train" if metric == "train_loss" else reported["split"]
             ours = _ours(exp, reported["split"], metric)
             rows.append({"metric": label, "split": split, "seed": reported[metric], "ours": ours,
-                         "diff": None if ours is None else ours - reported[metric]})
+                         "diff": None if ours is None else ours - reported[metric],
+                         "format": "%.2f" if metric == "top1" else "%.4f"})
     return rows
 
 
