@@ -13,7 +13,7 @@ CLUSTER=${CLUSTER:-localcluster}
 TIMEOUT=${TIMEOUT:-60}
 DBPASS=${SLURM_DB_PASS:-slurmdbpass}
 HOST=$(hostname -s)
-log() { echo "[start_slurm $(date +%T)] $*"; }
+log() { echo "[slurm_local $(date +%T)] $*"; }
 wait_for() { # wait_for <desc> <cmd...>
   local desc=$1; shift; local t0=$SECONDS
   until "$@" >/dev/null 2>&1; do
