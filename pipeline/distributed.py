@@ -40,15 +40,26 @@ def current() -> Ranks:
     return Ranks(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 
 
-def relaunch(devices: int, module: str, argv: list[str]) -> int:
+def relaunch(devices: int, module: str, argv: list[str], device: str = "auto") -> int:
     """Run `python -m <module> <argv>` as `devices` torchrun processes; their exit status.
 
+    With `device: auto` on a machine with several GPUs, this process first claims `devices` GPUs no
+    other job holds (pipeline/gpus.py) and shows the ranks only those (CUDA_VISIBLE_DEVICES).
     A signal to this process ends torchrun, which ends its workers."""
+    from pipeline import gpus
+    env = dict(os.environ)
+    count = torch.cuda.device_count() if device == "auto" and torch.cuda.is_available() else 0
+    if devices > count > 0:
+        from pipeline.stage import PipelineError
+        raise PipelineError(f"devices: {devices} but this machine shows {count} GPU(s); lower devices")
+    if count > 1:
+        ids = gpus.physical_ids(count)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(ids[i] for i in gpus.claim(count, n=devices))
     # "--": torchrun's parser would otherwise take the stage's --log for an abbreviation of its own
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
            "-m", module, "--", *argv]
     log.info("training on %d devices: %s", devices, " ".join(cmd))
-    process = subprocess.Popen(cmd)
+    process = subprocess.Popen(cmd, env=env)
     try:
         return process.wait()
     finally:

@@ -34,17 +34,23 @@ def physical_ids(count: int) -> list[str]:
     return ids[:count] if len(ids) >= count else [str(i) for i in range(count)]
 
 
-def claim(count: int, wait_s: float = 1.0) -> int:
-    """The index (as torch numbers them, 0..count-1) of a GPU this process now holds alone.
+def claim(count: int, wait_s: float = 1.0, n: int = 1) -> int | list[int]:
+    """The index (as torch numbers them, 0..count-1) of a GPU this process now holds alone; with
+    `n` > 1 (one experiment on several GPUs), a list of n such indices.
 
-    Waits while every GPU is held by another job (with --resources gpu=K on a K-GPU machine one is
-    always free; the wait covers other users of the same lock folder)."""
+    Waits while too few GPUs are free (with --resources gpu=K on a K-GPU machine enough always are;
+    the wait covers other users of the same lock folder). It never holds some while waiting for
+    more, so two jobs cannot each hold half of what the other needs."""
     if _held:
-        return next(iter(_held))
+        held = sorted(_held)
+        return held if n > 1 else held[0]
+    if n > count:
+        raise ValueError(f"{n} GPUs asked for but {count} visible")
     folder = lock_dir()
     folder.mkdir(parents=True, exist_ok=True)
     ids, announced = physical_ids(count), False
     while True:
+        got = {}
         for index, gpu in enumerate(ids):
             f = open(folder / f"gpu{gpu}.lock", "a+")
             try:
@@ -52,14 +58,21 @@ def claim(count: int, wait_s: float = 1.0) -> int:
             except BlockingIOError:
                 f.close()
                 continue
-            f.seek(0)
-            f.truncate()
-            f.write(f"{os.getpid()}\n")
-            f.flush()
-            _held[index] = f
-            log.info("using GPU %s (cuda:%d of %d visible; lock %s)", gpu, index, count, f.name)
-            return index
+            got[index] = f
+            if len(got) == n:
+                break
+        if len(got) == n:
+            for index, f in got.items():
+                f.seek(0)
+                f.truncate()
+                f.write(f"{os.getpid()}\n")
+                f.flush()
+                log.info("using GPU %s (cuda:%d of %d visible; lock %s)", ids[index], index, count, f.name)
+            _held.update(got)
+            return sorted(got) if n > 1 else next(iter(got))
+        for f in got.values():       # too few free: hold none while waiting
+            f.close()
         if not announced:
-            log.warning("all %d GPUs are held by other jobs (locks in %s); waiting for one", count, folder)
+            log.warning("fewer than %d of the %d GPUs are free of other jobs (locks in %s); waiting", n, count, folder)
             announced = True
         time.sleep(wait_s)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     devices = config.get("devices", 1)
     if devices > 1 and "LOCAL_RANK" not in os.environ:   # not yet under torchrun: relaunch there
         from pipeline import distributed
-        code = distributed.relaunch(devices, "pipeline.train", argv)
+        code = distributed.relaunch(devices, "pipeline.train", argv, config["device"])
         if code != 0:
             raise stage.PipelineError(f"experiment {config['name']}: training on {devices} devices failed "
                                       f"(torchrun exit {code}; the ranks' errors are above)")

@@ -7,18 +7,19 @@ import select
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT
 from pipeline import engine, gpus
 
 # A job: claim one of `count` GPUs, print its index, hold it until stdin closes.
-JOB = ("import sys; from pipeline import gpus; i = gpus.claim(int(sys.argv[1]), wait_s=0.05); "
+JOB = ("import sys; from pipeline import gpus; i = gpus.claim(int(sys.argv[1]), wait_s=0.05, n=int(sys.argv[2])); "
        "print(i, flush=True); sys.stdin.read()")
 
 
-def job(count: int, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", JOB, str(count)], cwd=ROOT, env=env, text=True,
+def job(count: int, env: dict, n: int = 1) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", JOB, str(count), str(n)], cwd=ROOT, env=env, text=True,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
@@ -35,6 +36,24 @@ def test_concurrent_jobs_get_distinct_gpus_and_a_waiting_one_the_first_freed(tmp
     a.wait(timeout=30)
     assert int(c.stdout.readline()) == a_gpu
     for p in (b, c):
+        p.stdin.close()
+        p.wait(timeout=30)
+
+
+def test_a_multi_gpu_job_claims_all_its_gpus_at_once_or_none(tmp_path):
+    """devices: 2 on 3 GPUs: a second 2-GPU job waits holding nothing, so a 1-GPU job still gets
+    the third; when the first ends, the waiting one gets its two."""
+    env = {**os.environ, "PIPELINE_GPU_LOCKS": str(tmp_path)}
+    first = job(3, env, n=2)
+    assert first.stdout.readline().strip() == "[0, 1]"
+    second = job(3, env, n=2)
+    assert select.select([second.stdout], [], [], 1.5)[0] == []      # waits: only GPU 2 is free
+    single = job(3, env)
+    assert int(single.stdout.readline()) == 2                         # the waiting job held nothing
+    first.stdin.close()
+    first.wait(timeout=30)
+    assert second.stdout.readline().strip() == "[0, 1]"
+    for p in (second, single):
         p.stdin.close()
         p.wait(timeout=30)
 
@@ -56,7 +75,7 @@ def test_device_auto_claims_a_gpu_only_when_there_are_several(monkeypatch):
     claims = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
-    monkeypatch.setattr(gpus, "claim", lambda count: claims.append(count) or 2)
+    monkeypatch.setattr(gpus, "claim", lambda count, n=1: claims.append(count) or 2)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert engine.pick_device("auto") == torch.device("cuda", 2) and claims == [4]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -74,3 +93,29 @@ def test_a_snakemake_train_job_takes_as_many_gpus_as_its_devices():
     smk = stages.Snakemake(p)
     assert smk.devices(SimpleNamespace(exp=one)) == 1 and smk.devices(SimpleNamespace(exp=two)) == 3
     assert "resources: gpu=SMK.devices" in (ROOT / "Snakefile").read_text()
+
+
+def test_a_ddp_job_shows_its_ranks_only_the_gpus_it_claimed(monkeypatch, tmp_path):
+    from pipeline import distributed
+    from pipeline.stage import PipelineError
+    launched = []
+
+    class Finished:
+        def __init__(self, cmd, env):
+            launched.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+        def poll(self):
+            return 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(gpus, "claim", lambda count, n=1: [1, 3])
+    monkeypatch.setattr(subprocess, "Popen", Finished)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert distributed.relaunch(2, "pipeline.train", ["--config", "c.json"]) == 0
+    cmd, env = launched[0]
+    assert env["CUDA_VISIBLE_DEVICES"] == "5,7" and "--nproc-per-node=2" in cmd   # physical ids
+    with pytest.raises(PipelineError, match="devices: 5 but this machine shows 4 GPU"):
+        distributed.relaunch(5, "pipeline.train", [])
