@@ -5,11 +5,12 @@ import sys
 from pathlib import Path
 from snakemake.utils import validate
 from pipeline import params as P, stages as S
-from pipeline.configure import configure
+from pipeline.configure import changes, configure
 from pipeline.lock import hold_workspace
 
 # params.yaml is read here and by the configure stage, not through `configfile:`: the stages must
 # see exactly what DVC sees, so `--config` overrides are not a second way in.
+CONFIGS = Path("results/configs")
 try:   # one line naming a bad key or a missing source, before any job
     PARAMS = P.load("params.yaml")
     S.check_local_sources(PARAMS)
@@ -19,7 +20,20 @@ validate(PARAMS, P.SCHEMA_PATH)
 # Snakemake's view of params.yaml: one small JSON per job, rewritten only when its content changes.
 # A job reruns when such an input is newer than its outputs, whoever built them (DVC included);
 # params triggers would need Snakemake's own records, which outputs built by DVC lack.
-configure(PARAMS, Path("results/configs"))
+# Written only while this process holds the workspace (the lock below, from now until it exits):
+# another run's jobs read these files, so a dry run or a refused run during it must not touch them.
+# (A job's own snakemake, e.g. under SLURM, finds them written by the main process.)
+if workflow.is_main_process:
+    try:
+        hold_workspace()
+    except S.PipelineError as busy:
+        write, remove = changes(PARAMS, CONFIGS)
+        stale = [str(path) for path in [*write, *remove]]
+        if stale:
+            sys.exit(f"error: {busy}; params.yaml changes {len(stale)} file(s) of {CONFIGS} ({stale[0]}, ...) "
+                     f"that its jobs read: they are left as they are until then")
+    else:
+        configure(PARAMS, CONFIGS)
 SMK = S.Snakemake(PARAMS)
 SHELL = {stage.name: SMK.shell(stage) for stage in S.STAGES}
 
@@ -27,7 +41,8 @@ wildcard_constraints:
     ds="[a-z][a-z0-9_]*",
     exp="[a-z][a-z0-9_]*",
 
-# DVC and Snakemake must never write the same outputs at once: hold DVC's own repository lock.
+# DVC and Snakemake must never write the same outputs at once: a run holds DVC's own repository
+# lock (taken above where it was free; a run parsed while it was held stops here).
 onstart:
     hold_workspace()
 
@@ -68,6 +83,7 @@ rule train:
     input: **SMK.inputs("train")
     output: **SMK.outputs("train")
     log: S.BY_NAME["train"].log
+    threads: SMK.threads
     resources: gpu=SMK.devices    # `devices: N` trains on N GPUs (DDP), so takes N
     conda: "envs/pipeline.yaml"
     shell: SHELL["train"]
@@ -76,6 +92,7 @@ rule evaluate:
     input: **SMK.inputs("evaluate")
     output: **SMK.outputs("evaluate")
     log: S.BY_NAME["evaluate"].log
+    threads: SMK.threads
     resources: gpu=1
     conda: "envs/pipeline.yaml"
     shell: SHELL["evaluate"]

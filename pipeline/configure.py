@@ -5,7 +5,8 @@
 Writes <out>/experiments/<exp>.json (the experiment's resolved config: defaults merged with its
 overrides; what train reads), <out>/datasets/<ds>.json (the data set's entry; prepare) and
 <out>/datasets/<ds>.source.json (its source only; download), and <out>/study.json (the study's
-name, and each experiment's data set, model, description and reported figure; the report).
+name, and each experiment's data set, model, description, reported figure and config digest;
+the report shows only outputs made from that config).
 
 A file is rewritten only when its content changes, and files of jobs no longer in the study are
 removed. So each downstream job depends on exactly the params it uses: a new global `lr` changes
@@ -29,8 +30,9 @@ def config_files(params: dict) -> dict[str, dict]:
     files = {"study.json": {
         "study": params["study"], "datasets": sorted(params["datasets"]),
         "experiments": {name: {"dataset": e["dataset"], "model": e["model"]["name"],
-                               "description": e.get("description", ""),
-                               "reported": e.get("reported")} for name, e in params["experiments"].items()}}}
+                               "description": e.get("description", ""), "reported": e.get("reported"),
+                               "config_sha256": params_mod.config_hash(params_mod.experiment_config(params, name))}
+                        for name, e in params["experiments"].items()}}}
     for ds in params["datasets"]:
         cfg = params_mod.dataset_config(params, ds)
         files[f"datasets/{ds}.json"] = cfg
@@ -40,20 +42,25 @@ def config_files(params: dict) -> dict[str, dict]:
     return files
 
 
-def configure(params: dict, out: Path) -> list[str]:
-    """Bring `out` in line with params; return the files written (unchanged ones keep their mtime)."""
+def changes(params: dict, out: Path) -> tuple[dict[Path, str], list[Path]]:
+    """What configure would do to `out`: (files to write -> their text, files to remove)."""
     wanted = {out / rel: json.dumps(content, indent=1) + "\n"   # in params.yaml's order
               for rel, content in config_files(params).items()}
-    written = []
-    for path, text in wanted.items():
-        if not (path.is_file() and path.read_text() == text):
-            with stage.atomic_path(path) as tmp:
-                tmp.write_text(text)
-            written.append(str(path))
-    for path in out.rglob("*.json") if out.is_dir() else []:
-        if path not in wanted:   # an experiment or data set no longer in the study
-            path.unlink()
-    return written
+    write = {path: text for path, text in wanted.items() if not (path.is_file() and path.read_text() == text)}
+    # an experiment or data set no longer in the study
+    remove = [path for path in (out.rglob("*.json") if out.is_dir() else []) if path not in wanted]
+    return write, remove
+
+
+def configure(params: dict, out: Path) -> list[str]:
+    """Bring `out` in line with params; return the files written (unchanged ones keep their mtime)."""
+    write, remove = changes(params, out)
+    for path, text in write.items():
+        with stage.atomic_path(path) as tmp:
+            tmp.write_text(text)
+    for path in remove:
+        path.unlink()
+    return [str(path) for path in write]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline import stage
+
 log = logging.getLogger("pipeline.distributed")
 
 
@@ -61,7 +63,8 @@ def relaunch(devices: int, module: str, argv: list[str], device: str = "auto") -
     log.info("training on %d devices: %s", devices, " ".join(cmd))
     process = subprocess.Popen(cmd, env=env)
     try:
-        return process.wait()
+        with stage.on_signal(lambda: process.terminate()):   # torchrun then ends its ranks
+            return process.wait()
     finally:
         if process.poll() is None:
             process.terminate()

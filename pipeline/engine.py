@@ -22,6 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import augment, data, distributed, gpus, layers, models, recipes, resume
+from pipeline.params import config_hash
 from pipeline.stage import PipelineError
 
 log = logging.getLogger("pipeline.engine")
@@ -64,6 +65,19 @@ def seed_everything(seed: int, device: torch.device, deterministic: bool = False
     return torch.Generator().manual_seed(seed)
 
 
+def set_threads(config: dict, ranks: int = 1) -> int:
+    """Give torch's CPU kernels the config's thread count and return it. `auto`: the cores this
+    process may use (its CPU affinity: SLURM's allocation, taskset), split among `ranks` DDP
+    processes. A float sum's order depends on the count, so it is part of the result: set here
+    from the config, never inherited (Snakemake runs a job under OMP_NUM_THREADS=1, DVC under
+    the machine's default), it is the same under either tool, and run.json records it."""
+    threads = config.get("threads", "auto")
+    if threads == "auto":
+        threads = max(1, len(os.sched_getaffinity(0)) // ranks)
+    torch.set_num_threads(threads)
+    return threads
+
+
 def autocast(config: dict, device: torch.device):
     """The forward pass's precision: `precision: auto` is bf16 autocast on CUDA and fp32 on the
     CPU (where fp32 is the bit-for-bit reproducible baseline); `fp32` and `bf16` say it outright."""
@@ -82,6 +96,7 @@ def versions() -> dict:
     return {"python": sys.version.split()[0], "torch": torch.__version__,
             "torchvision": version("torchvision"), "numpy": np.__version__,
             "cuda": torch.version.cuda, "platform": platform.platform(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),   # AVX2/AVX512 kernels differ in the last bits
             "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
@@ -266,6 +281,7 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
          ranks: distributed.Ranks, device: torch.device) -> dict:
     from pipeline.stage import atomic_path
     generator = seed_everything(config["seed"], device, config.get("deterministic", False))
+    threads = set_threads(config, ranks.world)
     aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     meta = data.load_meta(prepared)
     train, val = (data.load_split(prepared, s, device) for s in ("train", "val"))
@@ -308,9 +324,10 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
                                               aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc,
                                               ranks)
         except Diverged as e:
+            lower = lr / 10 if lr <= 1 else 0.1      # an lr far above any recipe's: a usual value
             raise PipelineError(
                 f"experiment {config['name']} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
-                f"lower lr (e.g. lr: {lr / 10:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
+                f"lower lr (e.g. lr: {lower:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
         except torch.cuda.OutOfMemoryError:
             raise PipelineError(out_of_memory(config, device)) from None
         # every rank validates whole, on the plain module: DDP's forward would sync buffers
@@ -345,8 +362,9 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
            "stopped_early": len(history) < config["epochs"],
            "params": sum(p.numel() for p in model.parameters()),
            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-           "input_size": list(size), "device": str(device), "devices": ranks.world, "epoch_times_s": epoch_times,
-           "config": config, "versions": versions()}
+           "input_size": list(size), "device": str(device), "devices": ranks.world, "threads": threads,
+           "epoch_times_s": epoch_times,
+           "config": config, "config_sha256": config_hash(config), "versions": versions()}
     if not ranks.main:   # rank 0 writes the outputs
         return {**metrics, **run}
     with atomic_path(model_out) as tmp:
@@ -397,6 +415,7 @@ def _csv(rows: list[dict]) -> str:
 def load_model(checkpoint: Path) -> tuple[nn.Module, dict, torch.device]:
     """The checkpoint's model on the device its config asks for, with the checkpoint dict."""
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    set_threads(ckpt["config"])
     device = pick_device(ckpt["config"]["device"])
     model = build_model(ckpt["config"], ckpt["meta"], ckpt["stats"])
     model.load_state_dict(ckpt["state_dict"])

@@ -4,7 +4,8 @@
         --metrics results/digits_mlp/test.json --predictions results/digits_mlp/predictions.csv \
         --per_class results/digits_mlp/per_class.csv --confusion results/digits_mlp/confusion.csv
 
-test.json: test top-1 and top-5 accuracy and loss (the scalars `dvc exp show` lists); per_class.csv: accuracy and image count per class; predictions.csv: one
+test.json: test top-1 and top-5 accuracy and loss (the scalars `dvc exp show` lists), and the digest
+of the model's config (params.config_hash); per_class.csv: accuracy and image count per class; predictions.csv: one
 row per test image (index, true and predicted label); confusion.csv: counts, rows true, columns
 predicted.
 """
@@ -27,11 +28,14 @@ def scores(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     k = len(classes)
     pred = logits.argmax(1)
     cm = confusion_matrix(labels, pred, labels=np.arange(k))
-    per_class = np.divide(cm.diagonal(), cm.sum(1), out=np.zeros(k), where=cm.sum(1) > 0)
+    # a class with no test images has no accuracy (NaN: an empty field in per_class.csv), not 0
+    per_class = np.divide(cm.diagonal(), cm.sum(1), out=np.full(k, np.nan), where=cm.sum(1) > 0)
+    # top-5 of 5 classes or fewer is every class (and scikit-learn reads 2 score columns as binary)
+    top5 = 1.0 if k <= 5 else top_k_accuracy_score(labels, logits, k=5, labels=np.arange(k))
     return {
         "test_loss": float(-log_softmax(logits.astype(np.float64), axis=1)[np.arange(len(labels)), labels].mean()),
         "test_acc": float(accuracy_score(labels, pred)),
-        "test_top5": float(top_k_accuracy_score(labels, logits, k=min(5, k), labels=np.arange(k))),
+        "test_top5": float(top5),
         "per_class_acc": {c: float(a) for c, a in zip(classes, per_class)},
         "confusion": cm,
         "pred": pred,
@@ -42,6 +46,7 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
              confusion: Path) -> dict:
     import pandas as pd
     from pipeline import data, engine  # torch is imported only once there is work to do
+    from pipeline.params import config_hash
     model, ckpt, device = engine.load_model(checkpoint)
     test = data.load_split(prepared, "test", device)
     logits = engine.predict(model, test, ckpt["config"]["batch_size"], engine.autocast(ckpt["config"], device),
@@ -50,6 +55,7 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
     classes = data.load_meta(prepared)["classes"]
     result = scores(logits, labels, classes)
     cm, pred, acc = result.pop("confusion"), result.pop("pred"), result.pop("per_class_acc")
+    result["config_sha256"] = config_hash(ckpt["config"])   # the config of the model scored here
     with stage.atomic_path(per_class) as tmp:
         pd.DataFrame({"class": classes, "accuracy": list(acc.values()), "images": cm.sum(1)}).to_csv(tmp, index=False)
     with stage.atomic_path(predictions) as tmp:

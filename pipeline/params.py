@@ -153,8 +153,15 @@ def read_yaml(path: str | Path) -> object:
 
 
 def load(path: str | Path) -> dict:
-    """Read and validate a params file."""
-    return validate(read_yaml(path), source=str(path))
+    """Read and validate a params file. Beside a studies/ folder, `study:` must name one of its files
+    (the study the experiments below were copied from: pipeline.study compares and saves to it)."""
+    params = validate(read_yaml(path), source=str(path))
+    studies = Path(path).parent / "studies"
+    if studies.is_dir() and not (studies / f"{params['study']}.yaml").is_file():
+        known = ", ".join(sorted(p.stem for p in studies.glob("*.yaml")))
+        raise ParamsError(f"{path}: study: {params['study']!r} is not a study of {studies}/ ({known}); set it to "
+                          f"the study these experiments belong to, or create {studies}/{params['study']}.yaml")
+    return params
 
 
 def experiment_config(params: dict, name: str) -> dict:
@@ -177,6 +184,13 @@ def experiment_config(params: dict, name: str) -> dict:
         config["parent"] = {"config": experiment_config(params, parent),
                             "dataset": dataset_config(params, params["experiments"][parent]["dataset"])}
     return dict(sorted(config.items()))
+
+
+def config_hash(config: dict) -> str:
+    """A short digest of a resolved experiment config. Every output of train and evaluate carries
+    the one it was made from, and the report shows an output only when that is the current one."""
+    import hashlib
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def dataset_config(params: dict, name: str) -> dict:

@@ -8,7 +8,8 @@
 The prepared form, the same for every data set (small ones can then live wholly on the GPU):
     {train,val,test}_images.npy   uint8 (N, H, W, C), memory-mappable
     {train,val,test}_labels.npy   int64 (N,)   (+ {split}_<name>_labels.npy for extra label sets)
-    meta.json                     classes, image shape, split sizes, source, skipped files
+    meta.json                     classes, image shape, split sizes, source, skipped files, and how
+                                  many images were EXIF-rotated, had transparency or were upscaled
 The official test split stays the test split (or a seeded stratified test_fraction is carved out
 when the source has none), or test_per_class seeded images per class of it; val is a seeded
 stratified val_fraction of the training split (none at 0); train_per_class then keeps that many
@@ -107,9 +108,6 @@ _LOADERS: dict = {}
 
 
 def _init_worker(loaders: dict) -> None:
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C reaches the whole group: the parent ends us
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the parent's handler, inherited by fork
     _LOADERS.update(loaders)   # once per worker: the loaders hold every file path of the data set
 
 
@@ -137,8 +135,9 @@ def decoded_chunks(pool: ProcessPoolExecutor | None, window: int, key: int, item
 
 
 def write_split(out: Path, split: str, items: sources.Items, positions: np.ndarray,
-                chunks: Iterator, skip_unreadable: bool) -> tuple[int, list[str]]:
-    """Stream the split's images to {split}_images.npy; returns (count, unreadable files)."""
+                chunks: Iterator, skip_unreadable: bool, notes: collections.Counter) -> tuple[int, list[str]]:
+    """Stream the split's images to {split}_images.npy; returns (count, unreadable files) and adds
+    what was done to some images (sources.base.NOTES) to `notes`."""
     path = out / f"{split}_images.npy"
     header = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8,
                                        shape=(len(positions), *items.image_shape))
@@ -148,8 +147,9 @@ def write_split(out: Path, split: str, items: sources.Items, positions: np.ndarr
     with open(path, "r+b") as f, tqdm(total=len(positions), desc=f"prepare {split}", unit="img",
                                        mininterval=2) as bar:
         f.seek(offset)
-        for chunk, (images, failed) in chunks:
+        for chunk, (images, failed, done) in chunks:
             f.write(np.ascontiguousarray(images).tobytes())   # sequential writes: no big page cache in RSS
+            notes.update(done)
             failed_pos = {p for p, _ in failed}
             kept += [p for p in chunk if p not in failed_pos]
             bad += [why for _, why in failed]
@@ -191,7 +191,7 @@ def prepare(cfg: dict, raw_dir: Path, out: Path, workers: int = 0) -> dict:
     parallel = workers > 1 and any(items.parallel for items, _ in plan.values())
     log.info("preparing %s: %s images, %d worker(s)", out, {s: len(p) for s, (_, p) in plan.items()},
              workers if parallel else 1)
-    skipped = {}
+    skipped, notes = {}, collections.Counter()
     with stage.atomic_path(out) as tmp, (
             stage.worker_pool(workers, initializer=_init_worker, initargs=(loaders,))
             if parallel else contextlib.nullcontext()) as pool:
@@ -199,11 +199,14 @@ def prepare(cfg: dict, raw_dir: Path, out: Path, workers: int = 0) -> dict:
         for split, (items, positions) in plan.items():
             chunks = decoded_chunks(pool, 2 * workers, id(items), items, positions)
             meta["counts"][split], bad = write_split(tmp, split, items, positions, chunks,
-                                                     cfg.get("skip_unreadable", False))
+                                                     cfg.get("skip_unreadable", False), notes)
             if bad:
                 log.warning("skipped %d unreadable file(s) in %s: %s", len(bad), split, "; ".join(bad[:20]))
                 skipped[split] = bad
         meta["skipped"] = skipped
+        meta["image_notes"] = {k: notes[k] for k in sources.base.NOTES}
+        if notes:
+            log.info("%s", "; ".join(f"{n} image(s) {sources.base.NOTES[k]}" for k, n in notes.items()))
         emptied = [raw.classes[c] for c in np.setdiff1d(np.arange(len(raw.classes)),
                                                         np.load(tmp / "train_labels.npy"))]
         if emptied:   # only possible when skip_unreadable dropped every image of a class

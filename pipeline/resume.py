@@ -59,7 +59,7 @@ def set_rng_states(state: dict, generators: dict[str, torch.Generator]) -> None:
 
 
 def save(path: Path, key: str, state: dict) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, keep_if_stopped=True) as tmp:
         torch.save({"key": key, **state}, tmp)
 
 

@@ -18,23 +18,56 @@ class PipelineError(Exception):
     """Bad input a user can fix; the message names the cause and the fix."""
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGINT: unwinds the stage like an error, so temporaries and workers go."""
+# What a signal must undo before the process ends, newest first: worker processes to end,
+# temporaries to remove (see on_signal), and the outputs this stage already moved into place, so
+# that a stopped stage leaves none of its outputs rather than some.
+_UNDO: list = []
+_MOVED: list[Path] = []
 
-    def __init__(self, signum: int):
-        super().__init__(f"stopped by {signal.Signals(signum).name}: nothing written")
-        self.code = 128 + signum
+
+@contextlib.contextmanager
+def on_signal(undo) -> Iterator[None]:
+    """While the block runs, a SIGTERM or SIGINT calls `undo()` before the process exits."""
+    _UNDO.append(undo)
+    try:
+        yield
+    finally:
+        _UNDO.remove(undo)
 
 
-def _interrupt(signum, frame):
-    raise Interrupted(signum)
+def _interrupt(signum, frame) -> None:
+    """End the stage now: undo what is under way, one line, exit 128 + signum.
+
+    Nothing is raised: an exception thrown from a signal handler lands wherever the main thread
+    happens to be (a logging lock, a fork hook, concurrent.futures' shutdown), where it can be
+    swallowed (exit 0) or wait forever on a worker that is gone. So the handler does the cleanup
+    itself and leaves with os._exit, past every atexit hook and thread join. Outputs are only ever
+    moved into place whole (atomic_path), so there is nothing else to undo."""
+    for other in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(other, signal.SIG_IGN)        # a second signal must not cut the cleanup short
+    for undo in [*reversed(_UNDO), *(lambda path=path: _remove(path) for path in _MOVED)]:
+        try:
+            undo()
+        except Exception:  # noqa: BLE001 - the rest of the cleanup matters more
+            pass
+    message = f"error: stopped by {signal.Signals(signum).name}: nothing written\n"
+    for handler in logging.getLogger().handlers:  # no logging call: its locks may be held right now
+        if isinstance(handler, logging.FileHandler):
+            with contextlib.suppress(OSError):
+                fd = os.open(handler.baseFilename, os.O_WRONLY | os.O_APPEND)
+                os.write(fd, message.encode())
+                os.close(fd)
+    with contextlib.suppress(OSError):
+        os.write(2, b"\n" + message.encode())       # on a line of its own, past a progress bar
+    os._exit(128 + signum)
 
 
 def cli(main, on_failure=None) -> None:
     """Run a stage's main(); a user error becomes one clear line on stderr and exit code 1.
 
-    SIGTERM and SIGINT unwind the stage (temporary outputs removed, worker processes ended) and
-    exit 128 + the signal's number; a missing file named on the command line is one line too.
+    SIGTERM and SIGINT end the stage at once (worker processes ended, temporaries removed: see
+    _interrupt) with exit 128 + the signal's number; a missing file named on the command line is
+    one line too.
     `on_failure()` runs after the line is logged (train and evaluate render the report with the
     failure shown).
     """
@@ -46,10 +79,19 @@ def cli(main, on_failure=None) -> None:
     except FileNotFoundError as e:
         _fail(f"{e.filename}: no such file or directory; check the path on the command line, or run "
               f"the stage that writes it first", on_failure=on_failure)
-    except Interrupted as e:
-        _fail(str(e), code=e.code)
+    except PermissionError as e:
+        _fail(f"{e.filename}: permission denied; make it (and its folder) writable by you, or run where you "
+              f"can write")
     except (PipelineError, ParamsError) as e:
         _fail(str(e), on_failure=on_failure)
+    else:
+        # Done: leave at once, outputs in place. A signal from here on is still this handler's (it
+        # removes them: all or nothing); in the interpreter's own shutdown it would be the default
+        # action, killing the process with its outputs written.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _fail(message: str, code: int = 1, on_failure=None) -> None:
@@ -88,11 +130,13 @@ def setup_logging(log_file: str | Path | None, append: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | Path) -> Iterator[Path]:
+def atomic_path(final: str | Path, keep_if_stopped: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling path; move it onto `final` only if the block succeeds.
 
     A failed or killed stage thus never leaves a half-written file or directory under the
-    final name, which either orchestrator could take as finished.
+    final name, which either orchestrator could take as finished; and a stage stopped by a
+    signal removes what it had already moved into place, unless `keep_if_stopped` (a resumable
+    state: kept on purpose).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -103,10 +147,13 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     _remove(tmp)
     try:
-        yield tmp
-        if final.is_dir() and tmp.is_dir():
-            _remove(final)
-        os.replace(tmp, final)
+        with on_signal(lambda: _remove(tmp)):
+            yield tmp
+            if final.is_dir() and tmp.is_dir():
+                _remove(final)
+            os.replace(tmp, final)
+            if not keep_if_stopped:
+                _MOVED.append(final)
     finally:
         _remove(tmp)
 
@@ -122,19 +169,40 @@ def alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def worker_pool(workers: int, **kwargs):
+def worker_pool(workers: int, initializer=None, initargs=()):
     """A ProcessPoolExecutor whose workers are ended at once (not waited for) when the block fails
-    or the stage is interrupted."""
+    or the stage is stopped by a signal, and die with this process even under kill -9."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    pool = ProcessPoolExecutor(workers, **kwargs)
+    # fork, said outright (Python 3.14 defaults to forkserver): a worker's parent is this process
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_init_worker, initargs=(os.getpid(), initializer, initargs))
+
+    def end_workers():
+        for process in list((pool._processes or {}).values()):
+            process.kill()
     try:
-        yield pool
+        with on_signal(end_workers):
+            yield pool
     except BaseException:
-        for process in list(getattr(pool, "_processes", {}).values()):
-            process.terminate()
+        end_workers()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+
+
+def _init_worker(parent: int, initializer, initargs) -> None:
+    """In each worker: die with the parent (Linux's parent-death signal, so a kill -9 of the stage
+    leaves no worker behind), leave signals to the parent, then the pool's own initializer."""
+    import ctypes
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    if os.getppid() != parent:      # the parent died before the prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C reaches the whole group: the parent ends us
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)   # not the parent's handler, inherited by fork
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _remove(path: Path) -> None:

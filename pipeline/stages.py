@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import params as params_mod
 from pipeline.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ class Stage:
     deps: dict[str, str | Gather]       # --option -> path the stage reads
     outs: dict[str, Out]                # --option -> path the stage writes
     args: dict[str, str] = field(default_factory=dict)   # other --option value pairs
-    params: tuple[str, ...] = ()        # params.yaml keys (only configure reads params.yaml)
+    params: tuple[str, ...] = ()        # params files DVC tracks whole (only configure reads params.yaml)
     gpu: bool = False                   # takes the `gpu` resource under Snakemake
 
     @property
@@ -67,8 +67,9 @@ STAGES = [
     # Resolves params.yaml into one small JSON file per job. A file changes only when what that job
     # uses changes, so a new global `lr` retrains exactly the experiments that inherit it.
     Stage("configure", None, deps={}, outs={"out": Out("results/configs", directory=True)},
-          args={"params": "params.yaml"},
-          params=("study", "datasets", "experiments", *params_mod.training_keys())),
+          # every key of the file: a typo'd key (`lrr:`) then reaches configure's own one-line error
+          # instead of DVC's "Parameters 'lr' are missing from 'params.yaml'"
+          args={"params": "params.yaml"}, params=("params.yaml",)),
     Stage("download", "datasets", deps={"config": "results/configs/datasets/{ds}.source.json"},
           outs={"out": Out("data/raw/{ds}", directory=True)}),
     Stage("prepare", "datasets",
@@ -179,7 +180,7 @@ def dvc_stage(stage: Stage) -> dict:
     deps = [_dvc_path(d.path if isinstance(d, Gather) else d) for d in stage.deps.values()]
     body["deps"] = deps + package_deps(code_deps(stage.module))
     if stage.params:
-        body["params"] = list(stage.params)
+        body["params"] = [{path: None} for path in stage.params]
     for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
         outs = [_dvc_path(o.path) for o in stage.outs.values() if o.kind == kind]
         if outs:
@@ -201,7 +202,8 @@ DVC_HEADER = """\
 def dvc_yaml() -> str:
     import yaml
     stages = {s.name: dvc_stage(s) for s in STAGES}
-    body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=1000)
+    # params.yaml named outright: without it DVC says "Could not find 'datasets'" (the foreach below)
+    body = yaml.safe_dump({"vars": ["params.yaml"], "stages": stages}, sort_keys=False, width=1000)
     return DVC_HEADER + body
 
 
@@ -246,6 +248,12 @@ class Snakemake:
     def devices(self, wildcards) -> int:
         """GPUs a train job takes (the `gpu` resource): its experiment's `devices`."""
         return self.params["experiments"][wildcards.exp].get("devices", self.params["devices"])
+
+    def threads(self, wildcards) -> int:
+        """CPU threads a train/evaluate job takes (the scheduler's count; the job itself sets its
+        config's `threads`, so the numbers never depend on what Snakemake grants)."""
+        value = self.params["experiments"][wildcards.exp].get("threads", self.params["threads"])
+        return len(os.sched_getaffinity(0)) if value == "auto" else value
 
     @staticmethod
     def outputs(name: str) -> dict:

@@ -80,10 +80,12 @@ def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[st
             else json.loads(meta.read_text())["image_size"] if meta.is_file() else None)
     run = {"val_loss": 2.2 / epochs_run, "train_acc": 1 - 0.5 / epochs_run, "stopped_early": epochs_run < config["epochs"] if stopped_early is None else stopped_early,
            "params": 1000 * wrong_every, "trainable_params": 1000 * wrong_every, "input_size": size,
-           "device": "cpu", "config": config, "versions": dict(VERSIONS)}
+           "device": "cpu", "config": config, "config_sha256": params_mod.config_hash(config),
+           "versions": dict(VERSIONS)}
     (d / "run.json").write_text(json.dumps(run, indent=1))
     # test.json: scalars only; per_class.csv: accuracy (a fraction) and test images per class
-    test = {"test_acc": acc, "test_top5": min(1.0, acc + 0.05), "test_loss": 1 - acc}
+    test = {"test_acc": acc, "test_top5": min(1.0, acc + 0.05), "test_loss": 1 - acc,
+            "config_sha256": params_mod.config_hash(config)}
     (d / "test.json").write_text(json.dumps(test, indent=1))
     per_class = {c: float(cm[i, i] / cm[i].sum()) for i, c in enumerate(classes)}
     pd.DataFrame({"class": classes, "accuracy": list(per_class.values()), "images": cm.sum(1)}

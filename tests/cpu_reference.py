@@ -43,7 +43,7 @@ def demo_params() -> dict:
     from pipeline import params as P
     p = copy.deepcopy(P.load(ROOT / "params.yaml"))
     p.update({k: v for k, v in P.read_yaml(ROOT / "studies" / "demo.yaml").items() if k in ("datasets", "experiments")})
-    p.update(epochs=EPOCHS, device="cpu")
+    p.update(epochs=EPOCHS, device="cpu", threads=1)   # a float sum's order depends on the thread count
     for e in p["experiments"].values():
         e.pop("epochs", None)
         e.pop("early_stopping", None)
@@ -51,15 +51,13 @@ def demo_params() -> dict:
 
 
 def histories(work: Path) -> dict[str, list[dict]]:
-    """Train every demo experiment in order (parents first), on one CPU thread (a float sum's
-    order depends on the thread count); its per-epoch history rows, as exact text."""
-    import torch
+    """Train every demo experiment in order (parents first), on one CPU thread; its per-epoch
+    history rows, as exact text."""
     from pipeline import engine
     from pipeline import params as P
     prepared = digits_prepared(work / "prepared")
     stats = json.loads((prepared / "stats.json").read_text())
-    p, out, threads = demo_params(), {}, torch.get_num_threads()
-    torch.set_num_threads(1)
+    p, out = demo_params(), {}
     for name in p["experiments"]:
         d = work / "experiments" / name
         d.mkdir(parents=True)
@@ -67,7 +65,6 @@ def histories(work: Path) -> dict[str, list[dict]]:
                    d / "train.json", d / "run.json", None, work / "experiments")
         lines = (d / "history.csv").read_text().split()
         out[name] = [dict(zip(lines[0].split(","), row.split(","))) for row in lines[1:]]   # exact text
-    torch.set_num_threads(threads)
     return out
 
 

@@ -28,9 +28,10 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
     assert list(study["experiments"]) == list(params["experiments"])          # params.yaml's order
     assert configure.configure(params, out) == []                            # nothing rewritten
 
-    # a new global lr: exactly the configs of the experiments that inherit it
+    # a new global lr: exactly the configs of the experiments that inherit it, and study.json (the
+    # report's record of each experiment's config digest)
     written = configure.configure({**params, "lr": params["lr"] * 2}, out)
-    assert sorted(written) == sorted(str(out / f"experiments/{n}.json") for n in inherits)
+    assert sorted(written) == sorted([str(out / "study.json"), *(str(out / f"experiments/{n}.json") for n in inherits)])
     assert own and not set(written) & {str(out / f"experiments/{n}.json") for n in own}
 
     # an experiment removed from the study: its config goes too
@@ -68,3 +69,44 @@ def test_scores_match_hand_computed_metrics():
     expected_loss = np.mean([-(l[t] - math.log(np.exp(l).sum())) for l, t in zip(logits, labels)])
     assert math.isclose(s["test_loss"], expected_loss, rel_tol=1e-9)
     assert s["test_top5"] == 1.0                              # k = min(5, 3 classes): always right
+
+
+def test_two_classes_and_a_class_missing_from_the_test_split_score():
+    logits = np.array([[2.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    s = evaluate.scores(logits, np.array([0, 1, 1]), ["cat", "dog"])
+    assert s["test_acc"] == 2 / 3 and s["test_top5"] == 1.0
+    assert s["per_class_acc"] == {"cat": 1.0, "dog": 0.5}
+    # 7 classes, class 6 absent from the test labels: top-5 still counts over all 7 columns
+    logits = np.tile(np.arange(7.0), (2, 1))           # ranks 6 > 5 > ... > 0
+    s = evaluate.scores(logits, np.array([1, 5]), [str(i) for i in range(7)])
+    assert s["test_top5"] == 0.5                        # 5 is in the top 5, 1 is not
+    assert math.isnan(s["per_class_acc"]["6"]) and s["per_class_acc"]["5"] == 0.0
+
+
+def test_a_two_class_folder_data_set_runs_through_evaluate_and_the_report(tmp_path):
+    import miniatures as mini
+    from pipeline import download, engine, prepare, report, stats
+    photos = mini.image_folder(tmp_path / "photos", {"cat": 9, "dog": 9}, split_dirs=True)
+    params = {**P.load(ROOT / "params.yaml"), "study": "pets", "epochs": 1, "batch_size": 4,
+              "datasets": {"pets": {"source": {"kind": "folder", "path": str(photos)}, "image_size": 8,
+                                    "channels": 3, "val_fraction": 0.2, "split_seed": 0}},
+              "experiments": {"pets_lenet": {"dataset": "pets", "model": {"name": "lenet"}}}}
+    P.validate(params)
+    configs = tmp_path / "results/configs"
+    configure.configure(params, configs)
+    read = lambda rel: json.loads((configs / rel).read_text())  # noqa: E731
+    data, exp = tmp_path / "data", tmp_path / "results/experiments/pets_lenet"
+    download.download(read("datasets/pets.source.json"), data / "raw/pets")
+    prepare.prepare(read("datasets/pets.json"), data / "raw/pets", data / "prepared/pets", workers=1)
+    stats.stats(data / "prepared/pets", data / "stats/pets.json")
+    engine.fit(read("experiments/pets_lenet.json"), data / "prepared/pets",
+               json.loads((data / "stats/pets.json").read_text()), exp / "model.pt", exp / "history.csv",
+               exp / "train.json", exp / "run.json", exp / "layers.csv")
+    result = evaluate.evaluate(exp / "model.pt", data / "prepared/pets", exp / "test.json", exp / "per_class.csv",
+                               exp / "predictions.csv", exp / "confusion.csv")
+    assert result["test_top5"] == 1.0 and 0 <= result["test_acc"] <= 1
+    ctx = report.report(read("study.json"), tmp_path / "results/experiments", data / "prepared", data / "stats",
+                        tmp_path / "results/report.html", root=tmp_path)
+    assert ctx["n_ok"] == 1
+    html = (tmp_path / "results/report.html").read_text()
+    assert f"test top-1 {100 * result['test_acc']:.1f}%" in html

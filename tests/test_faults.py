@@ -4,6 +4,7 @@ keep their picture, and every CLI error is one line."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ def full_digits(out: Path) -> Path:
 
 
 def config(**overrides) -> dict:
-    return {**DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "batch_size": 32,
+    return {**DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "batch_size": 32, "threads": 1,
             "model": {"name": "lenet", "channels": [8], "fc": [32]}, **overrides}
 
 
@@ -119,7 +120,8 @@ def test_divergence_is_one_line_and_writes_nothing(tmp_path, lr, loss):
     assert p.returncode == 1
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: experiment t diverged in epoch 1, step ")
-    assert f"(lr {lr:g}): nothing written; lower lr (e.g. lr: {lr / 10:g}) or clip gradients" in line
+    # an lr far above any recipe's gets a usual value as the suggestion, not a tenth of itself
+    assert f"(lr {lr:g}): nothing written; lower lr (e.g. lr: 0.1) or clip gradients" in line
     if loss:
         assert f"loss {loss}" in line
     assert not [f for f in OUTPUTS if (tmp_path / "out" / f).exists()]
@@ -146,45 +148,93 @@ def test_running_out_of_gpu_memory_is_one_line(tmp_path, monkeypatch):
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.json"))
 
 
-def children(pid: int) -> list[int]:
-    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-
-
-def test_sigterm_ends_prepares_workers_and_temporaries_at_once(tmp_path):
-    """prepare decoding 600 large JPEGs with two workers: SIGTERM mid-way leaves no worker, no
-    temporary, and one line."""
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """600 large JPEGs in two class folders, recorded by the download stage: seconds of decoding
+    for prepare's two workers."""
     import io
     from PIL import Image
+    tmp = tmp_path_factory.mktemp("photos")
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(buf, "JPEG")
     for c in ("a", "b"):
-        (tmp_path / "photos" / c).mkdir(parents=True)
+        (tmp / "photos" / c).mkdir(parents=True)
         for i in range(300):
-            (tmp_path / "photos" / c / f"{i}.jpg").write_bytes(buf.getvalue())
-    cfg = {"source": {"kind": "folder", "path": str(tmp_path / "photos")}, "image_size": 32,
+            (tmp / "photos" / c / f"{i}.jpg").write_bytes(buf.getvalue())
+    cfg = {"source": {"kind": "folder", "path": str(tmp / "photos")}, "image_size": 32,
            "val_fraction": 0.1, "test_fraction": 0.2, "split_seed": 0}
-    (tmp_path / "ds.json").write_text(json.dumps(cfg))
-    (tmp_path / "source.json").write_text(json.dumps(cfg["source"]))
-    run([sys.executable, "-m", "pipeline.download", "--config", str(tmp_path / "source.json"),
-         "--out", str(tmp_path / "raw")], cwd=ROOT)
-    out = tmp_path / "prepared"
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.prepare", "--config", str(tmp_path / "ds.json"),
-                          "--raw", str(tmp_path / "raw"), "--out", str(out), "--workers", "2"],
-                         cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    (tmp / "ds.json").write_text(json.dumps(cfg))
+    (tmp / "source.json").write_text(json.dumps(cfg["source"]))
+    run([sys.executable, "-m", "pipeline.download", "--config", str(tmp / "source.json"),
+         "--out", str(tmp / "raw")], cwd=ROOT)
+    return tmp
+
+
+def start_prepare(photos: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.prepare", "--config", str(photos / "ds.json"),
+                             "--raw", str(photos / "raw"), "--out", str(out), "--workers", "2"],
+                            cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def processes_of(pid: int) -> list[int]:
+    """Every live process whose parent chain reaches `pid` (its workers, theirs, ...)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        with_children = Path(f"/proc/{p}/task/{p}/children")
+        kids = [int(c) for c in with_children.read_text().split()] if with_children.exists() else []
+        found += kids
+        todo += kids
+    return found
+
+
+def assert_gone(pids: list[int], within_s: float = 2) -> None:
+    deadline = time.monotonic() + within_s
+    while any(Path(f"/proc/{w}").exists() for w in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    alive = [w for w in pids if Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]]
+    assert not alive, f"processes {alive} outlived their stage by {within_s} s"
+
+
+SIGTERMS = 20   # at seeded random moments: 12 in prepare (workers decoding), 8 in train
+
+
+def test_sigterm_at_any_moment_ends_a_stage_at_once_with_nothing_written(photos, tmp_path):
+    """SIGTERM is what SLURM sends at a time limit: at any moment of prepare (its first second
+    included) or train, the stage ends within seconds, exit 143 (or killed by SIGTERM outright
+    when it comes before Python has started the stage), no worker left, nothing written but one
+    line; a later run then finishes."""
+    rng = np.random.default_rng(16)
+    prepared = full_digits(tmp_path / "digits")
+    cfg = config(epochs=20, model={"name": "resnet", "stem": 8, "channels": [8, 16], "blocks": [1, 1],
+                                  "strides": [1, 2]}, input_size=32)
+    for i in range(SIGTERMS):
+        out = tmp_path / f"run{i}"
+        p = start_prepare(photos, out / "prepared") if i < 12 else start_training(cfg, prepared, out)
+        time.sleep(rng.uniform(0.0, 2.0 if i < 12 else 5.0))   # prepare alone takes ~3 s, train far longer
+        family = processes_of(p.pid)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=10)                 # raises if it does not end within seconds
+        assert p.returncode != 0, f"run {i} ended before its SIGTERM: the test must stop it mid-way"
+        assert p.returncode in (128 + signal.SIGTERM, -signal.SIGTERM), (i, p.returncode, err[-2000:])
+        if p.returncode > 0:
+            assert err.strip().splitlines()[-1] == "error: stopped by SIGTERM: nothing written", err[-2000:]
+        assert_gone(family)
+        written = [f for f in out.rglob("*") if f.is_file() and f.name not in ("config.json", "train.log")
+                   and not f.name.endswith(".resume")]
+        assert not written, (i, p.returncode, err[-600:], written)   # a resumable state may stay, no output
+
+
+def test_kill_9_of_prepare_leaves_no_worker_behind(photos, tmp_path):
+    p = start_prepare(photos, tmp_path / "prepared")
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (len(children(p.pid)) == 2 and list(tmp_path.glob(".prepared.tmp-*"))):
+    while time.monotonic() < deadline and len(processes_of(p.pid)) < 2:
         time.sleep(0.02)
-    workers = children(p.pid)
+    workers = processes_of(p.pid)
     assert len(workers) == 2 and p.poll() is None, "prepare finished or never started its workers"
-    start = time.monotonic()
-    p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=10)
-    assert p.returncode == 128 + signal.SIGTERM
-    assert err.strip().splitlines()[-1] == "error: stopped by SIGTERM: nothing written"
-    while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() - start < 2:
-        time.sleep(0.02)
-    assert not any(Path(f"/proc/{w}").exists() for w in workers), "a worker outlived its stage by 2 s"
-    assert not out.exists() and not list(tmp_path.glob(".prepared.tmp-*"))
+    p.kill()
+    p.wait()
+    assert_gone(workers)
 
 
 def test_a_16_bit_png_keeps_its_picture(tmp_path):
@@ -207,3 +257,22 @@ def test_cli_errors_are_one_line(tmp_path):
         assert r.returncode == 1, r.stderr
         lines = r.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and str(missing) in lines[-1] and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_read_only_output_folder_is_one_line():
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:   # not under pytest's own 0700 folder
+        tmp_path = Path(tmp)
+        tmp_path.chmod(0o755)                          # readable by the unprivileged user below
+        prepared = digits_prepared(tmp_path / "prepared")
+        for f in [prepared, *prepared.iterdir()]:
+            f.chmod(0o755)
+        locked = tmp_path / "results"
+        locked.mkdir(mode=0o555)
+        # root writes anywhere: run the stage as nobody where the tests run as root (CI)
+        as_user = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"] if os.geteuid() == 0 else []
+        r = run([*as_user, sys.executable, "-m", "pipeline.stats", "--prepared", str(prepared), "--out",
+                 str(locked / "stats.json")], cwd=ROOT, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {locked}") and "permission denied" in last, r.stderr

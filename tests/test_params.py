@@ -148,3 +148,13 @@ def test_pretrained_must_name_an_earlier_experiment_of_the_study_without_cycles(
         P.validate(broken(good, lambda p: p["experiments"][name].update(pretrained=other)))
     ok = broken(good, lambda p: p["experiments"][other].update(pretrained=name))
     assert P.validate(ok)["experiments"][other]["pretrained"] == name
+
+
+def test_the_study_must_be_one_of_the_studies_folder(good, tmp_path):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "demo.yaml").write_text("datasets: {}\n")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**good, "study": "demo"}))
+    assert P.load(tmp_path / "params.yaml")["study"] == "demo"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({**good, "study": "dmeo"}))
+    with pytest.raises(P.ParamsError, match=r"study: 'dmeo' is not a study of .*studies/ \(demo\); set it"):
+        P.load(tmp_path / "params.yaml")

@@ -86,6 +86,7 @@ def trim_for_tests(doc) -> None:
     """Few, short experiments (the rerun logic, not accuracy, is under test), a second data set,
     and an experiment fine-tuned from another one's checkpoint."""
     doc["epochs"] = 2
+    doc["threads"] = 1             # the tests run two tool invocations at once on two cores
     for name in [e for e in doc["experiments"] if e not in KEEP]:
         del doc["experiments"][name]
     doc["datasets"]["digits_alt"] = {"source": {"kind": "sklearn_digits"}, "test_fraction": 0.2,
@@ -213,7 +214,7 @@ def test_dvc_run_cache_experiments_and_overrides(project, demo):
     header = run(["dvc", "exp", "show", "--csv"], cwd=project).stdout.splitlines()[0].split(",")
     metrics = {h.split(":")[1] for h in header if h.startswith("results/experiments/") and ":" in h}
     assert metrics == {"epoch", "val_acc", "train_loss", "epochs_run", "train_time_s", "test_acc", "test_top5",
-                       "test_loss"}
+                       "test_loss", "config_sha256"}
     assert {"lr", "epochs", "optimizer", "experiments.digits_lenet_adam.lr"} <= set(header)
 
     # apply an experiment: a consistent workspace
@@ -221,6 +222,22 @@ def test_dvc_run_cache_experiments_and_overrides(project, demo):
     _, out = dvc(project, "exp", "apply", exp_name)
     _, out = dvc(project, "status")
     assert "Data and pipelines are up to date" in out
+
+
+@pytest.mark.xdist_group("dvc")
+def test_dvc_gives_the_pipelines_own_error_lines(project):
+    """A typo'd key reaches configure's one line under DVC too (DVC tracks params.yaml whole, so it
+    never stops first on "Parameters 'lr' are missing"); without params.yaml DVC names the file."""
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text.replace("\nlr: ", "\nlrr: ", 1))
+    p = run(["dvc", "repro"], cwd=project, check=False)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0 and "(did you mean 'lr' for 'lrr'?)" in out and "are missing" not in out, out
+    errors = [line for line in out.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: params.yaml: "), out
+    (project / "params.yaml").unlink()
+    p = run(["dvc", "repro"], cwd=project, check=False)
+    assert p.returncode != 0 and "'params.yaml' does not exist" in p.stdout + p.stderr, p.stdout + p.stderr
 
 
 def queue_logs(project: Path) -> dict[str, str]:
@@ -281,6 +298,22 @@ def test_dvc_queue_push_pull_and_checkout(project, demo, tmp_path):
     assert outputs(project) == first_outputs
 
 
+def trained(project: Path, exp: str) -> dict:
+    """An experiment's weights, history and test metrics, and the threads its run.json records."""
+    import torch
+    d = project / "results/experiments" / exp
+    return {"weights": torch.load(d / "model.pt", weights_only=True)["state_dict"],
+            "history": (d / "history.csv").read_bytes(), "test": (d / "test.json").read_bytes(),
+            "threads": json.loads((d / "run.json").read_text())["threads"]}
+
+
+def assert_same_training(a: dict, b: dict) -> None:
+    import torch
+    assert a["weights"].keys() == b["weights"].keys()
+    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])
+    assert (a["history"], a["test"], a["threads"]) == (b["history"], b["test"], b["threads"])
+
+
 # ---- both tools in one workspace -------------------------------------------------------------
 
 @pytest.mark.xdist_group("snakemake")
@@ -292,6 +325,19 @@ def test_handing_the_workspace_between_the_tools(project, demo):
     ran, out = dvc(project, "repro")
     assert ran == set() and "Data and pipelines are up to date" in out
     assert outputs(project) == built
+
+    # the same params give the same numbers whichever tool trains: every tensor, history and test
+    # metrics (Snakemake gives a job OMP_NUM_THREADS=1, DVC a user's shell does not: the config's
+    # `threads` rules)
+    exp = "digits_lenet_adam"
+    by_snakemake = trained(project, exp)
+    shell = {k: v for k, v in tool_env().items() if k != "OMP_NUM_THREADS"}
+    p = subprocess.run(["dvc", "repro", "-f", "-s", f"train@{exp}", f"evaluate@{exp}"], cwd=project, env=shell,
+                       capture_output=True, text=True)
+    assert dvc_ran(p.stdout + p.stderr) == {f"train@{exp}", f"evaluate@{exp}"}, p.stdout + p.stderr
+    by_dvc = trained(project, exp)
+    assert_same_training(by_dvc, by_snakemake)
+    assert by_dvc["threads"] == by_snakemake["threads"] == 1      # as params.yaml says
 
     # DVC changes lr (writing it as `1e-05`, which Snakemake reads as a number); `snakemake --touch`
     # hands back; Snakemake then trains nothing
@@ -310,16 +356,28 @@ def test_handing_the_workspace_between_the_tools(project, demo):
     assert_reran_for_global_lr(jobs, demo)
 
 
+def config_files(project: Path) -> dict[str, tuple[int, str]]:
+    return {str(p.relative_to(project)): (p.stat().st_mtime_ns, p.read_text())
+            for p in sorted((project / "results/configs").rglob("*.json"))}
+
+
 @pytest.mark.xdist_group("dvc")
 def test_the_tools_never_run_at_once(project, demo):
-    """Each refuses while the other is running, with one line naming it."""
+    """Each refuses while the other is running, with one line naming it; and while one runs, an
+    edit of params.yaml reaches no config file (its jobs read them) through a dry run or a refused
+    run, so the model trained is recorded with the config it was trained with, and the next run of
+    either tool retrains the edited experiment."""
     env = tool_env()
-    log = project / "logs/train/digits_lenet_adam.log"
-    target = "results/experiments/digits_lenet_adam/train.json"     # one training job is enough
-    for first, second, expected in (
-            (["dvc", "repro", "train@digits_lenet_adam"], ["snakemake", "--cores", "1"], "DVC is running"),
-            (["snakemake", "--cores", "1", target], ["dvc", "status"], "Unable to acquire lock")):
+    exp = "digits_lenet_adam"
+    log = project / f"logs/train/{exp}.log"
+    target = f"results/experiments/{exp}/train.json"     # one training job is enough
+    for first, second, expected, after in (
+            (["dvc", "repro", f"train@{exp}"], ["snakemake", "--cores", "1"], "DVC is running",
+             ["snakemake", "--cores", "1", target]),
+            (["snakemake", "--cores", "1", target], ["dvc", "status"], "Unable to acquire lock",
+             ["dvc", "repro", f"train@{exp}"])):
         subprocess.run(["rm", "-rf", str(project / "logs"), str(project / "results")])
+        edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.003))
         first_out = project / "first.out"
         with open(first_out, "w") as f:
             p = subprocess.Popen(first, cwd=project, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -330,8 +388,21 @@ def test_the_tools_never_run_at_once(project, demo):
             assert log.exists(), f"{first} ended before training:\n{first_out.read_text()[-3000:]}"
             other = run(second, cwd=project, check=False)
             assert other.returncode != 0 and expected in other.stdout + other.stderr
+            configs = config_files(project)
+            edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.004))
+            for cmd in (["snakemake", "-n"], ["snakemake", "--cores", "1"]):
+                refused = run(cmd, cwd=project, check=False)
+                assert refused.returncode != 0, refused.stdout + refused.stderr
+                assert config_files(project) == configs, cmd
         finally:
             p.wait(timeout=600)
+        assert p.returncode == 0, first_out.read_text()[-3000:]
+        trained_with = json.loads((project / f"results/experiments/{exp}/run.json").read_text())["config"]["lr"]
+        assert trained_with == 0.003
+        retrained = run(after, cwd=project)
+        ran = dvc_ran(retrained.stdout + retrained.stderr) | snakemake_jobs(retrained.stdout + retrained.stderr)
+        assert f"train@{exp}" in ran
+        assert json.loads((project / f"results/experiments/{exp}/run.json").read_text())["config"]["lr"] == 0.004
 
 
 # ---- a failed experiment ------------------------------------------------------------------------

@@ -87,7 +87,9 @@ def test_early_stopping_and_the_epoch_budget_come_from_run_json(tmp_path):
     labels = pd.RangeIndex(len(pd.read_csv(tmp_path / "results/experiments/digits_exp00/predictions.csv"))).to_numpy() % 10
     configs = {n: params_mod.experiment_config(study["params"], n) for n in ("digits_exp00", "digits_exp01")}
     budget = study["params"]["epochs"] + 5          # run.json's config, not params.yaml, is what ran
-    write_experiment(tmp_path, "digits_exp00", labels, classes, 3, dict(configs["digits_exp00"], epochs=budget),
+    ran = dict(configs["digits_exp00"], epochs=budget)
+    study["study"]["experiments"]["digits_exp00"]["config_sha256"] = params_mod.config_hash(ran)  # (current)
+    write_experiment(tmp_path, "digits_exp00", labels, classes, 3, ran,
                      epochs_run=1)                  # stopped_early as train writes it: 1 < budget
     write_experiment(tmp_path, "digits_exp01", labels, classes, 4, configs["digits_exp01"],
                      stopped_early=True)            # the flag alone, with the whole budget run
@@ -138,6 +140,39 @@ def test_missing_failed_and_unreadable_experiments_render_with_their_status(tmp_
     assert "ERROR CUDA out of memory" in html and "digits_exp03/test.json: cannot read" in html
     assert html.count('<details class="exp"') == 4
     assert ctx["n_ok"] == 1
+
+
+def test_outputs_of_a_previous_config_are_never_shown(tmp_path):
+    """digits_exp01's lr changed and its retraining diverged: its previous config's train and
+    evaluate files are still there, but the row shows the failure and no number. digits_exp02
+    trained again but its evaluation failed: its new training shows, the old test figures do not."""
+    study = make_study(tmp_path, n_experiments=3)
+    study_json, results = study["study"], tmp_path / "results/experiments"
+    params = study["params"]
+    for name in ("digits_exp01", "digits_exp02"):
+        params["experiments"][name]["lr"] = 0.5
+        study_json["experiments"][name]["config_sha256"] = params_mod.config_hash(
+            params_mod.experiment_config(params, name))
+    (tmp_path / "logs/train").mkdir(parents=True)
+    (tmp_path / "logs/train/digits_exp01.log").write_text(
+        "INFO epoch 1\nERROR pipeline: experiment digits_exp01 diverged in epoch 2, step 3: loss nan\n")
+    labels = pd.read_csv(results / "digits_exp02/predictions.csv")["true"].to_numpy()
+    truth = write_experiment(tmp_path, "tmp", labels, [str(k) for k in range(10)], 7,
+                             params_mod.experiment_config(params, "digits_exp02"))
+    for f in (results / "tmp").iterdir():
+        if f.name in collect.STAGE_FILES["train"]:
+            f.rename(results / "digits_exp02" / f.name)
+    html, ctx = _report(tmp_path, study_json, logs=tmp_path / "logs")
+    rows = {e["name"]: collect.leaderboard_row(e) for e in ctx["experiments"]}
+    assert rows["digits_exp00"]["status"] == "ok" and rows["digits_exp00"]["test_acc"] is not None
+    assert rows["digits_exp01"]["status"] == "failed"
+    assert all(rows["digits_exp01"][k] is None for k in ("test_acc", "val_acc", "test_top5", "epochs_run", "diff"))
+    assert rows["digits_exp02"]["status"] == "not evaluated" and rows["digits_exp02"]["test_acc"] is None
+    assert rows["digits_exp02"]["val_acc"] == pytest.approx(100 * truth["train"]["val_acc"])
+    row = html.split('<tr data-experiment="digits_exp01"', 1)[1].split("</tr>", 1)[0]
+    assert "<b></b>" in row and "diverged in epoch 2" in html     # the top-1 cell is empty
+    old = 100 * study["truth"]["digits_exp01"]["test_acc"]
+    assert f"{old:.1f}" not in row
 
 
 def test_report_cli_writes_one_self_contained_file_from_study_json(tmp_path):

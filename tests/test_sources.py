@@ -151,6 +151,33 @@ def test_image_folder_directory_of_mixed_formats(tmp_path, channels):
             assert (class_of(images[colour], 3) == labels[colour]).all() and colour
 
 
+def test_exif_rotation_transparency_and_tiny_images_are_handled_and_counted(tmp_path):
+    from PIL import Image
+    upright = Image.new("RGB", (8, 16), (255, 0, 0))                 # a portrait photo: red top,
+    upright.paste((0, 0, 255), (0, 8, 8, 16))                         # blue bottom
+    stored = upright.transpose(Image.Transpose.ROTATE_90)             # as the sensor stored it
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                  # "rotate 90 CW to display"
+    for c in ("a", "b"):
+        d = tmp_path / "photos" / "train" / c
+        d.mkdir(parents=True)
+        for i in range(4):
+            (d / f"{i}.png").write_bytes(mini.image_bytes(0 if c == "a" else 1, (8, 8), "PNG"))
+        (tmp_path / "photos" / "test" / c).mkdir(parents=True)
+    stored.save(tmp_path / "photos/test/a/phone.jpg", exif=exif, quality=95)
+    see_through = Image.new("RGBA", (8, 8), (0, 200, 0, 255))
+    see_through.putpixel((0, 0), (0, 200, 0, 0))
+    see_through.save(tmp_path / "photos/test/b/logo.png")
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(tmp_path / "photos/test/b/dot.png")
+    cfg = dataset({"kind": "folder", "path": str(tmp_path / "photos")}, image_size=8, val_fraction=0.25)
+    prepared, meta = fetch_and_prepare(cfg, tmp_path)
+    assert meta["image_notes"] == {"exif_rotated": 1, "transparent": 1, "upscaled": 1}
+    test, labels = load(prepared, "test", "images").astype(int), load(prepared, "test")
+    phone = test[np.flatnonzero(labels == 0)[0]]                      # short side 8, centre square
+    assert (phone[:3, :, 0] > 200).all() and (phone[:3, :, 2] < 60).all()     # red on top: upright
+    assert (phone[-3:, :, 2] > 200).all() and (phone[-3:, :, 0] < 60).all()   # blue below
+
+
 @pytest.mark.parametrize("arcname", ["mine", "."])    # wrapped in mine/, or ./train/... (tar -C src .)
 def test_image_folder_archive_with_train_and_test(tmp_path, arcname):
     folder = mini.image_folder(tmp_path / "src", {"a": 4, "b": 4}, split_dirs=True)
@@ -179,17 +206,34 @@ def test_image_folder_zip_is_read_in_place_and_pinned(tmp_path):
 
 # ---- bad input ----
 
-def test_wrong_checksum_is_an_error_naming_the_override(tmp_path):
-    mini.cifar10(tmp_path)   # not the published bytes
+def test_wrong_checksum_is_an_error_naming_the_override_only_for_your_own_file(tmp_path):
+    archive = mini.cifar10(tmp_path)   # not the published bytes
     cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path)})
-    with pytest.raises(PipelineError, match=r"wrong checksum.*expected c58f30108f718f92721af3b95e74349a"
-                                            r".*source\.md5: [0-9a-f]{32}"):
+    with pytest.raises(PipelineError, match=r"wrong checksum.*expected c58f30108f718f92721af3b95e74349a") as e:
         download.download(cfg["source"], tmp_path / "raw")
+    assert "source.md5" not in str(e.value)   # the publisher's checksum is never to be replaced
     assert not (tmp_path / "raw").exists()
+    mirror = dataset({"kind": "cifar10", "archive_dir": str(tmp_path), "md5": "0" * 32})
+    with pytest.raises(PipelineError, match=rf"set source\.md5: {mini.md5(archive)} in params\.yaml"):
+        download.download(mirror["source"], tmp_path / "raw")
+
+
+def test_a_text_file_as_a_folder_source_is_not_an_archive(tmp_path):
+    (tmp_path / "notes.txt").write_text("cat, dog\n")
+    with pytest.raises(PipelineError, match=r"^source.path '.*notes.txt': .* is not an archive .* nor a directory"):
+        download.download({"kind": "folder", "path": str(tmp_path / "notes.txt")}, tmp_path / "raw")
+
+
+def test_an_archive_dir_that_does_not_exist_is_an_error_not_created(tmp_path):
+    cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path / "typo" / "dl")})
+    with pytest.raises(PipelineError, match=r"source.archive_dir .*typo/dl is not a directory; create it"):
+        download.download(cfg["source"], tmp_path / "raw")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_missing_archive_and_no_network_says_where_to_put_it(tmp_path):
     url = "http://127.0.0.1:9/cifar-10-python.tar.gz"   # nothing listens on the discard port
+    (tmp_path / "dl").mkdir()
     cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path / "dl"), "url": url})
     with pytest.raises(PipelineError) as e:
         download.download(cfg["source"], tmp_path / "raw")

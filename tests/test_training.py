@@ -3,6 +3,7 @@ early stopping, best-on-val checkpoints, the layer table, and transfer from anot
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +39,17 @@ def fit(cfg: dict, prepared: Path, out: Path, experiments: Path | None = None) -
 
 
 def test_training_drives_the_loss_down(prepared, tmp_path):
-    m = fit(config(epochs=5), prepared, tmp_path)
+    m = fit(config(epochs=5, threads="auto"), prepared, tmp_path)
     h = pd.read_csv(tmp_path / "history.csv")
     assert h["train_loss"].iloc[-1] < 0.5 * h["train_loss"].iloc[0]
     assert m["val_acc"] > 0.5
+    assert m["threads"] == len(os.sched_getaffinity(0)) == torch.get_num_threads()   # auto: every core
+
+
+def test_the_thread_count_is_the_configs_whatever_the_environment(prepared, tmp_path):
+    torch.set_num_threads(2)
+    m = fit(config(epochs=1, threads=1), prepared, tmp_path)
+    assert m["threads"] == 1 == json.loads((tmp_path / "run.json").read_text())["threads"] == torch.get_num_threads()
 
 
 def test_same_params_give_bit_identical_results(prepared, tmp_path):

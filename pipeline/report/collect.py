@@ -17,9 +17,11 @@ import pandas as pd
 
 log = logging.getLogger("pipeline.report")
 
-# Files of one experiment directory (train and evaluate write them).
-EXPERIMENT_FILES = ("train.json", "run.json", "history.csv", "layers.csv", "test.json", "per_class.csv",
-                    "predictions.csv", "confusion.csv")
+# Files of one experiment directory, by the stage that writes them; the first of each carries the
+# digest of the config it was made from (config_sha256).
+STAGE_FILES = {"train": ("run.json", "train.json", "history.csv", "layers.csv"),
+               "evaluate": ("test.json", "per_class.csv", "predictions.csv", "confusion.csv")}
+EXPERIMENT_FILES = tuple(f for files in STAGE_FILES.values() for f in files)
 LOG_STAGES = ("configure", "train", "evaluate")  # logs/<stage>/<exp>.log, read when outputs are missing
 
 
@@ -47,6 +49,9 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None) 
 
     status: "ok" (trained and evaluated), "not evaluated", "not trained", "failed" (a stage log
     recorded an error) or "unreadable" (an output exists but cannot be parsed).
+
+    A stage's outputs made from another config than the study's current one (a failed or
+    unfinished rerun leaves the previous config's files behind) are left out, never shown.
     """
     spec = study["experiments"][name]
     exp = {"name": name, "dataset": spec["dataset"], "model": spec["model"],
@@ -61,6 +66,14 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None) 
                 exp[key] = _read(path)
             except (ValueError, OSError, pd.errors.ParserError) as e:  # JSONDecodeError is a ValueError
                 exp["problems"].append(f"{path}: cannot read ({e}); rerun the stage that writes it")
+    current = spec.get("config_sha256")
+    for stage_name, files in STAGE_FILES.items():
+        record = exp[files[0].replace(".", "_")] or {}
+        present = any(exp[f.replace(".", "_")] is not None for f in files)
+        if current and present and record.get("config_sha256") != current:
+            log.warning("experiment %s: the %s outputs in %s were made from another config: not shown",
+                        name, stage_name, results / name)
+            exp.update({f.replace(".", "_"): None for f in files})
     if exp["run_json"] is not None:   # what the run was configured with
         exp["config"] = exp["run_json"].get("config", {})
     exp["log_path"], exp["log_tail"] = _log_tail(logs, name)
@@ -184,10 +197,12 @@ def most_confused(confusion: pd.DataFrame, n: int = 10) -> list[dict]:
 
 
 def per_class(exp: dict) -> list[tuple[str, float]]:
-    """(class, accuracy %) pairs, worst first; ties in class order."""
+    """(class, accuracy %) pairs, worst first; ties in class order. A class the test split lacks has
+    no accuracy and is left out."""
     table = exp["per_class_csv"]
     if table is None:
         return []
+    table = table[table["images"] > 0]
     return sorted(((str(c), 100.0 * float(a)) for c, a in zip(table["class"], table["accuracy"])),
                   key=lambda ca: ca[1])
 

@@ -39,9 +39,27 @@ class Archive:
 
 
 def downloads_dir(cfg: dict) -> Path:
+    """Where published archives are looked for and downloaded to. A source.archive_dir must exist
+    (it is the user's folder: never created, wherever a typo points)."""
     if "archive_dir" in cfg:
-        return Path(cfg["archive_dir"]).expanduser()
+        folder = Path(cfg["archive_dir"]).expanduser()
+        if not folder.is_dir():
+            raise PipelineError(f"source.archive_dir {cfg['archive_dir']!r}: {folder.resolve()} is not a directory; "
+                                f"create it and put the archive there, or remove source.archive_dir to use "
+                                f"{DEFAULT_DOWNLOADS}/")
+        return folder
     return Path(os.environ.get(DOWNLOADS_ENV) or DEFAULT_DOWNLOADS).expanduser()
+
+
+MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")   # zip, gzip, bzip2, xz
+
+
+def is_archive(path: Path) -> bool:
+    """Whether the file starts like a zip, a (compressed) tar: a damaged one included, which the
+    readers then refuse as corrupt, unlike a file that is no archive at all."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    return head.startswith(MAGIC) or head[257:262] == b"ustar" or zipfile.is_zipfile(path)
 
 
 def _md5(path: Path) -> str:
@@ -50,16 +68,19 @@ def _md5(path: Path) -> str:
         return hashlib.file_digest(fh, "md5").hexdigest()
 
 
-def verify(path: Path, md5: str | None, key: str = "source.md5") -> None:
-    """Raise unless `path` has the expected md5 (None: nothing to check against)."""
+def verify(path: Path, md5: str | None, key: str | None = "source.md5") -> None:
+    """Raise unless `path` has the expected md5 (None: nothing to check against). `key`: the
+    params key that pins it, for a file of the user's own; None for a published archive, whose
+    checksum is the publisher's and never to be replaced by whatever the file now has."""
     if md5 is None:
         return
     actual = _md5(path)
     if actual != md5:
+        fix = (f"; if it is your own file and you trust it, set {key}: {actual} in params.yaml" if key else
+               " (the published file's checksum; a changed copy is not that data set)")
         raise PipelineError(
             f"wrong checksum: {path} has md5 {actual}, expected {md5}. The file is corrupt, truncated or a "
-            f"different file: delete it and fetch it again; if it is your own mirror's file and you trust it, "
-            f"set {key}: {actual} in params.yaml")
+            f"different file: delete it and fetch it again{fix}")
 
 
 def obtain(archive: Archive, cfg: dict) -> Path:
@@ -68,7 +89,7 @@ def obtain(archive: Archive, cfg: dict) -> Path:
     path = folder / archive.filename
     if not path.is_file():
         _download(archive, folder)
-    verify(path, archive.md5)
+    verify(path, archive.md5, key="source.md5" if "md5" in cfg else None)   # pinned by the user: a mirror
     log.info("using %s (md5 %s verified)", path, archive.md5)
     return path
 
@@ -101,7 +122,8 @@ def _guarded(path: Path, work) -> None:
     except PipelineError:
         raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise PipelineError(f"corrupt or truncated archive {path} ({type(e).__name__}: {e}); "
+        why = " ".join(str(e).split())   # tarfile lists every method it tried, one per line
+        raise PipelineError(f"corrupt or truncated archive {path} ({type(e).__name__}: {why}); "
                             f"delete it and fetch it again") from None
 
 

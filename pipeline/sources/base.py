@@ -1,21 +1,26 @@
 """What every source returns: class names and lazily loaded splits, plus the two image loaders.
 
-A loader is called with positions into its split and returns (images, bad):
+A loader is called with positions into its split and returns (images, bad, notes):
     images  (B', H, W, C) uint8, the decodable images among the positions, in order
     bad     [(position, "file: why")] for those that could not be decoded (B' = B - len(bad))
+    notes   Counter of what was done to some images on the way (NOTES), for meta.json and the log
 Loaders are plain picklable objects so prepare can run them in worker processes.
 """
 from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 
-Loaded = tuple[np.ndarray, list[tuple[int, str]]]
+Loaded = tuple[np.ndarray, list[tuple[int, str]], Counter]
+NOTES = {"exif_rotated": "turned upright by their EXIF orientation",
+         "transparent": "with transparent pixels: alpha dropped, RGB kept (as torchvision's ImageFolder does)",
+         "upscaled": "smaller than image_size: upscaled"}
 
 
 @dataclass
@@ -58,16 +63,27 @@ def to_8bit(img):
     return Image.fromarray(np.rint(x * 255.0 / full).astype(np.uint8), "L")
 
 
-def fit(img, size: Optional[int], channels: int):
-    """PIL image -> uint8 (H, W, C): RGB or grayscale, short side to `size`, centre-cropped square.
+def fit(img, size: Optional[int], channels: int, notes: Optional[Counter] = None):
+    """PIL image -> uint8 (H, W, C): upright by its EXIF orientation (as a photo viewer shows it),
+    RGB or grayscale, short side to `size`, centre-cropped square. `notes` counts what was done
+    beyond that (NOTES).
 
     Square sources (CIFAR, Tiny ImageNet) are thus plainly resized; photos (CUB) keep their
     centre, like torchvision's Resize(size) + CenterCrop(size).
     """
     from PIL import Image, ImageOps
+    notes = Counter() if notes is None else notes
     img = to_8bit(img)
     if size is not None and img.format == "JPEG" and min(img.size) >= 2 * size:
         img.draft("RGB" if channels == 3 else "L", (size, size))   # decode at 1/2..1/8 scale: faster
+    if img.getexif().get(0x0112, 1) != 1:                          # EXIF Orientation: a phone photo
+        img = ImageOps.exif_transpose(img)
+        notes["exif_rotated"] += 1
+    if (img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info) and \
+            img.convert("RGBA").getchannel("A").getextrema()[0] < 255:
+        notes["transparent"] += 1
+    if size is not None and min(img.size) < size:
+        notes["upscaled"] += 1
     img = img.convert("RGB" if channels == 3 else "L")            # grayscale/RGBA/palette -> RGB or L
     if size is not None and img.size != (size, size):
         img = ImageOps.fit(img, (size, size), Image.Resampling.BICUBIC)
@@ -86,11 +102,11 @@ class ArrayLoader:
         h, w, c = batch.shape[1:]
         resize = self.size is not None and (h, w) != (self.size, self.size)
         if not resize and self.channels in (None, c):
-            return batch, []
+            return batch, [], Counter()
         from PIL import Image
-        mode = "RGB" if c == 3 else "L"
+        mode, notes = ("RGB" if c == 3 else "L"), Counter()
         return np.stack([fit(Image.fromarray(x.squeeze(-1) if c == 1 else x, mode),
-                             self.size, self.channels or c) for x in batch]), []
+                             self.size, self.channels or c, notes) for x in batch]), [], notes
 
 
 @dataclass
@@ -127,17 +143,17 @@ class FileLoader:
 
     def __call__(self, idx: np.ndarray) -> Loaded:
         from PIL import Image, UnidentifiedImageError
-        images, bad = [], []
+        images, bad, notes = [], [], Counter()
         for i in idx:
             try:
                 with Image.open(io.BytesIO(self._read(i))) as img:
-                    images.append(fit(img, self.size, self.channels))
+                    images.append(fit(img, self.size, self.channels, notes))
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                 where = f"{self.archive}:{self.paths[i]}" if self.archive else self.paths[i]
                 why = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else e
                 bad.append((int(i), f"{where}: {why}"))
         empty = np.empty((0, self.size, self.size, self.channels), np.uint8)
-        return (np.stack(images) if images else empty), bad
+        return (np.stack(images) if images else empty), bad, notes
 
 
 def image_items(paths: list, labels: list[int], size: int, channels: int, **where) -> Items:

@@ -55,6 +55,9 @@ def fetch(source: dict, raw_dir: Path) -> None:
                                 f"archives only: remove source.md5")
         record = {"kind": "dir", "path": str(path.resolve()), "digest": digest(path)}
     else:
+        if not archives.is_archive(path):
+            raise PipelineError(f"source.path {source['path']!r}: {path.resolve()} is not an archive (.tar, .tar.gz, "
+                                f".tgz or .zip) nor a directory; point source.path at the images' folder or archive")
         archives.verify(path, source.get("md5"))
         if zipfile.is_zipfile(path):
             archives.check_zip(path)            # read in place later, so checked (and pinned) now
