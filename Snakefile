@@ -5,15 +5,15 @@ import sys
 from pathlib import Path
 from snakemake.utils import validate
 from pipeline import params as P, stages as S
-from pipeline.configure import changes, configure
+from pipeline.configure import changes, check_local_sources, configure
 from pipeline.lock import hold_workspace
 
 # params.yaml is read here and by the configure stage, not through `configfile:`: the stages must
 # see exactly what DVC sees, so `--config` overrides are not a second way in.
-CONFIGS = Path("results/configs")
+CONFIGS, SOURCES = Path("results/configs"), Path("data/sources")
 try:   # one line naming a bad key or a missing source, before any job
     PARAMS = P.load("params.yaml")
-    S.check_local_sources(PARAMS)
+    check_local_sources(PARAMS)
 except (P.ParamsError, S.PipelineError) as e:
     sys.exit(f"error: {e}")
 validate(PARAMS, P.SCHEMA_PATH)
@@ -27,13 +27,13 @@ if workflow.is_main_process:
     try:
         hold_workspace()
     except S.PipelineError as busy:
-        write, remove = changes(PARAMS, CONFIGS)
+        write, remove = changes(PARAMS, CONFIGS, SOURCES)
         stale = [str(path) for path in [*write, *remove]]
         if stale:
             sys.exit(f"error: {busy}; params.yaml changes {len(stale)} file(s) of {CONFIGS} ({stale[0]}, ...) "
                      f"that its jobs read: they are left as they are until then")
     else:
-        configure(PARAMS, CONFIGS)
+        configure(PARAMS, CONFIGS, SOURCES)
 SMK = S.Snakemake(PARAMS)
 SHELL = {stage.name: SMK.shell(stage) for stage in S.STAGES}
 
@@ -51,8 +51,10 @@ onstart:
 onerror:
     importlib.import_module("pipeline.report").render_despite_failure()
 
+# Every output of every job, not the report alone: Snakemake would otherwise leave a deleted
+# output missing while the report is newer than what is left ("missing / no update").
 rule all:
-    input: SMK.all_outputs("report")
+    input: [path for stage in S.STAGES if stage.name != "configure" for path in SMK.all_outputs(stage.name)]
 
 # One rule per stage of pipeline/stages.py but configure (done above): inputs (with the code the
 # stage imports), outputs, log and command all come from there. The conda env holds the pins of

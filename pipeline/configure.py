@@ -1,12 +1,17 @@
 """Stage configure: resolve params.yaml into one small JSON file per job of the other stages.
 
-    python -m pipeline.configure --params params.yaml --out results/configs
+    python -m pipeline.configure --params params.yaml --out results/configs --sources data/sources
 
 Writes <out>/experiments/<exp>.json (the experiment's resolved config: defaults merged with its
 overrides; what train reads), <out>/datasets/<ds>.json (the data set's entry; prepare) and
 <out>/datasets/<ds>.source.json (its source only; download), and <out>/study.json (the study's
 name, and each experiment's data set, model, description, reported figure and config digest;
 the report shows only outputs made from that config).
+
+<sources>/<ds> is a link to the data set's local files (a `folder` source's folder or archive,
+else its source config): the download stage's dependency. DVC hashes what it links to, so an
+image added, removed or replaced in a folder reruns that data set's chain; for Snakemake, which
+compares modification times, a directory source's config carries the digest of its listing.
 
 A file is rewritten only when its content changes, and files of jobs no longer in the study are
 removed. So each downstream job depends on exactly the params it uses: a new global `lr` changes
@@ -18,11 +23,57 @@ what makes its reruns precise).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 from pathlib import Path
 
 from pipeline import params as params_mod
 from pipeline import stage
+
+
+def check_local_sources(params: dict) -> None:
+    """A `folder` source must exist: its link (below) would dangle, and Snakemake would keep an
+    existing report whose inputs it cannot rebuild, and say there is nothing to do."""
+    for name, ds in params["datasets"].items():
+        path = ds["source"].get("path")
+        if ds["source"]["kind"] == "folder" and not Path(path).expanduser().exists():
+            raise stage.PipelineError(f"datasets.{name}.source.path: {path} does not exist; put the images or "
+                                      f"archive there, or point source.path at them")
+
+
+def listing_digest(folder: Path) -> str:
+    """sha256 of a folder's listing: every file's relative name, size and modification time (stat
+    only, no reading). Part of a directory source's config, so that Snakemake, which compares
+    times of the files it is given, sees a file added, removed or replaced anywhere inside."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            st = os.stat(os.path.join(root, name))
+            h.update(f"{os.path.relpath(os.path.join(root, name), folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def source_config(dataset: dict) -> dict:
+    """A data set's source entry, with a directory source's listing digest."""
+    source = dict(dataset["source"])
+    if source["kind"] == "folder" and Path(source["path"]).expanduser().is_dir():
+        source["listing_sha256"] = listing_digest(Path(source["path"]).expanduser())
+    return source
+
+
+def source_links(params: dict, out: Path, sources: Path) -> dict[Path, Path]:
+    """sources/<ds> -> what it links to: a folder source's folder or archive (relative where its
+    path is), else the data set's source config in `out`."""
+    links = {}
+    for name, ds in params["datasets"].items():
+        if ds["source"]["kind"] == "folder":
+            target = Path(ds["source"]["path"]).expanduser()
+        else:
+            target = out / f"datasets/{name}.source.json"
+        links[sources / name] = target if target.is_absolute() else Path(os.path.relpath(target, sources))
+    return links
 
 
 def config_files(params: dict) -> dict[str, dict]:
@@ -36,28 +87,37 @@ def config_files(params: dict) -> dict[str, dict]:
     for ds in params["datasets"]:
         cfg = params_mod.dataset_config(params, ds)
         files[f"datasets/{ds}.json"] = cfg
-        files[f"datasets/{ds}.source.json"] = cfg["source"]
+        files[f"datasets/{ds}.source.json"] = source_config(cfg)
     for exp in params["experiments"]:
         files[f"experiments/{exp}.json"] = params_mod.experiment_config(params, exp)
     return files
 
 
-def changes(params: dict, out: Path) -> tuple[dict[Path, str], list[Path]]:
-    """What configure would do to `out`: (files to write -> their text, files to remove)."""
-    wanted = {out / rel: json.dumps(content, indent=1) + "\n"   # in params.yaml's order
-              for rel, content in config_files(params).items()}
-    write = {path: text for path, text in wanted.items() if not (path.is_file() and path.read_text() == text)}
+def changes(params: dict, out: Path, sources: Path) -> tuple[dict[Path, str | Path], list[Path]]:
+    """What configure would do: (config files to write -> their text, and links to make -> their
+    target; files and links to remove)."""
+    wanted: dict[Path, str | Path] = {out / rel: json.dumps(content, indent=1) + "\n"   # in params.yaml's order
+                                      for rel, content in config_files(params).items()}
+    wanted.update(source_links(params, out, sources))
+
+    def current(path: Path, value) -> bool:
+        if isinstance(value, Path):
+            return path.is_symlink() and os.readlink(path) == str(value)
+        return path.is_file() and not path.is_symlink() and path.read_text() == value
+    write = {path: value for path, value in wanted.items() if not current(path, value)}
     # an experiment or data set no longer in the study
-    remove = [path for path in (out.rglob("*.json") if out.is_dir() else []) if path not in wanted]
-    return write, remove
+    existing = [*(out.rglob("*.json") if out.is_dir() else []), *(sources.iterdir() if sources.is_dir() else [])]
+    return write, [path for path in existing if path not in wanted]
 
 
-def configure(params: dict, out: Path) -> list[str]:
-    """Bring `out` in line with params; return the files written (unchanged ones keep their mtime)."""
-    write, remove = changes(params, out)
-    for path, text in write.items():
+def configure(params: dict, out: Path, sources: Path) -> list[str]:
+    """Bring `out` and `sources` in line with params; return what was written (unchanged files keep
+    their mtime)."""
+    check_local_sources(params)
+    write, remove = changes(params, out, sources)
+    for path, value in write.items():
         with stage.atomic_path(path) as tmp:
-            tmp.write_text(text)
+            tmp.symlink_to(value) if isinstance(value, Path) else tmp.write_text(value)
     for path in remove:
         path.unlink()
     return [str(path) for path in write]
@@ -67,14 +127,15 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--sources", required=True, type=Path, help="folder of links to each data set's local files")
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
     params = params_mod.load(args.params)
-    written = configure(params, args.out)
-    total = len(config_files(params))
-    stage.log.info("configure: wrote %d of %d config files in %s (the rest were unchanged)",
-                   len(written), total, args.out)
+    written = configure(params, args.out, args.sources)
+    total = len(config_files(params)) + len(params["datasets"])
+    stage.log.info("configure: wrote %d of %d config files and links in %s and %s (the rest were unchanged)",
+                   len(written), total, args.out, args.sources)
 
 
 if __name__ == "__main__":

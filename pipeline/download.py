@@ -1,8 +1,10 @@
 """Stage download: fetch one data set's raw files into its raw directory, verified.
 
-    python -m pipeline.download --config results/configs/datasets/cifar10.source.json --out data/raw/cifar10
+    python -m pipeline.download --config results/configs/datasets/cifar10.source.json \
+        --source data/sources/cifar10 --out data/raw/cifar10
 
---config is the data set's `source` entry, as the configure stage writes it.
+--config is the data set's `source` entry, as the configure stage writes it; --source the link
+configure makes to the data set's local files (what DVC hashes to see an edit inside a folder).
 Published archives are looked up in the downloads directory (source.archive_dir, else
 $PIPELINE_DOWNLOADS, else data/downloads/) and used offline once their md5 passes; only a missing
 one is downloaded. The raw directory holds what was extracted from them and is rebuilt whole, so
@@ -47,11 +49,16 @@ def rescue_archive(source_cfg: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, type=Path, help="the data set's source entry (JSON)")
+    ap.add_argument("--source", required=True, type=Path,
+                    help="configure's link to the data set's local files (the dependency the tools track)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--log", type=Path)
     args = ap.parse_args(argv)
     stage.setup_logging(args.log)
     source = stage.read_json(args.config)
+    if not args.source.exists():
+        raise stage.PipelineError(f"{args.source}: missing or a broken link; run configure (dvc repro configure, "
+                                  f"or any snakemake) to link the data set's files")
     rescue_archive(source, args.out)
     download(source, args.out)
 

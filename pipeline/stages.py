@@ -32,6 +32,7 @@ class Out:
     path: str
     kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
     directory: bool = False
+    cache: bool = True         # False: DVC records its hash but keeps no copy (links to a user's files)
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,18 @@ EXP, DS = "results/experiments/{exp}", "data/prepared/{dataset}"
 STAGES = [
     # Resolves params.yaml into one small JSON file per job. A file changes only when what that job
     # uses changes, so a new global `lr` retrains exactly the experiments that inherit it.
-    Stage("configure", None, deps={}, outs={"out": Out("results/configs", directory=True)},
+    # It also links data/sources/<ds> to each data set's local files (a folder source's folder or
+    # archive; else its source config): download's dependency, so that DVC hashes a folder's
+    # content and an edit inside it reruns that data set's chain (the link is uncached: DVC keeps
+    # no copy of the user's images).
+    Stage("configure", None, deps={},
+          outs={"out": Out("results/configs", directory=True),
+                "sources": Out("data/sources", directory=True, cache=False)},
           # every key of the file: a typo'd key (`lrr:`) then reaches configure's own one-line error
           # instead of DVC's "Parameters 'lr' are missing from 'params.yaml'"
           args={"params": "params.yaml"}, params=("params.yaml",)),
-    Stage("download", "datasets", deps={"config": "results/configs/datasets/{ds}.source.json"},
+    Stage("download", "datasets", deps={"config": "results/configs/datasets/{ds}.source.json",
+                                        "source": "data/sources/{ds}"},
           outs={"out": Out("data/raw/{ds}", directory=True)}),
     Stage("prepare", "datasets",
           deps={"config": "results/configs/datasets/{ds}.json", "raw": "data/raw/{ds}"},
@@ -182,9 +190,10 @@ def dvc_stage(stage: Stage) -> dict:
     if stage.params:
         body["params"] = [{path: None} for path in stage.params]
     for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
-        outs = [_dvc_path(o.path) for o in stage.outs.values() if o.kind == kind]
+        outs = [o for o in stage.outs.values() if o.kind == kind]
         if outs:
-            body[key] = [{o: PLOT_AXES} for o in outs] if kind == "plot" else outs
+            body[key] = [{_dvc_path(o.path): PLOT_AXES} if kind == "plot" else
+                         _dvc_path(o.path) if o.cache else {_dvc_path(o.path): {"cache": False}} for o in outs]
     if stage.foreach:
         return {"foreach": "${" + stage.foreach + "}", "do": body}
     return body
@@ -275,23 +284,7 @@ def _parent_checkpoint(params: dict, wildcards) -> list[str]:
     return [] if parent in (None, "imagenet") else [f"results/experiments/{parent}/model.pt"]
 
 
-def check_local_sources(params: dict) -> None:
-    """A `folder` source must exist: Snakemake would otherwise keep an existing report whose
-    inputs it cannot rebuild, and say there is nothing to do."""
-    for name, ds in params["datasets"].items():
-        path = ds["source"].get("path")
-        if ds["source"]["kind"] == "folder" and not Path(path).expanduser().exists():
-            raise PipelineError(f"datasets.{name}.source.path: {path} does not exist; put the images or archive "
-                                f"there, or point source.path at them")
-
-
-def _local_source(params: dict, wildcards) -> list[str]:
-    """A `folder` source's own directory or archive. (DVC: pinned by `source.md5` instead.)"""
-    source = params["datasets"][wildcards.ds]["source"]
-    return [source["path"]] if source["kind"] == "folder" else []
-
-
-EXTRA_INPUTS = {"train": _parent_checkpoint, "download": _local_source}
+EXTRA_INPUTS = {"train": _parent_checkpoint}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -68,6 +68,10 @@ def switch(params_path: Path, studies: Path, name: str, save: bool = False, disc
     doc["study"] = name
     for key in STUDY_KEYS:
         doc[key] = new[key]
+        # the comment after the key itself belongs to the study (ruamel keeps it with the key)
+        doc.ca.items.pop(key, None)
+        if key in new.ca.items:
+            doc.ca.items[key] = new.ca.items[key]
     rt.dump(doc, params_path)
     normalise(params_path)
     params_mod.load(params_path)   # a last check of what was written

@@ -136,7 +136,7 @@ def make_study(root: Path, n_experiments: int = 3, datasets: tuple[str, ...] = (
                                      **({"reported": reported_figure(i, first=f"{datasets[0]}_exp00")}
                                         if i % 2 == 0 else {})}
     params = write_params(root, list(datasets), specs)
-    configure.configure(params, root / "results" / "configs")
+    configure.configure(params, root / "results" / "configs", root / "data" / "sources")
     truth = {}
     for i, (name, spec) in enumerate(specs.items()):   # every fake run trains its full budget
         classes = json.loads((root / "data/prepared" / spec["dataset"] / "meta.json").read_text())["classes"]

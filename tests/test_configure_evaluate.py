@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from pipeline import configure, evaluate
 from pipeline import params as P
+from pipeline.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,20 +20,20 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
     params = P.load(ROOT / "params.yaml")
     inherits = [n for n, e in params["experiments"].items() if "lr" not in e]
     own = [n for n, e in params["experiments"].items() if "lr" in e]
-    out = tmp_path / "configs"
-    written = configure.configure(params, out)
-    assert len(written) == 1 + 2 * len(params["datasets"]) + len(params["experiments"])
+    out, links = tmp_path / "configs", tmp_path / "sources"
+    written = configure.configure(params, out, links)
+    assert len(written) == 1 + 3 * len(params["datasets"]) + len(params["experiments"])   # + a link each
     for n in params["experiments"]:
         assert json.loads((out / f"experiments/{n}.json").read_text()) == P.experiment_config(params, n)
     ds = next(iter(params["datasets"]))
     assert json.loads((out / f"datasets/{ds}.source.json").read_text()) == params["datasets"][ds]["source"]
     study = json.loads((out / "study.json").read_text())
     assert list(study["experiments"]) == list(params["experiments"])          # params.yaml's order
-    assert configure.configure(params, out) == []                            # nothing rewritten
+    assert configure.configure(params, out, links) == []                     # nothing rewritten
 
     # a new global lr: exactly the configs of the experiments that inherit it, and study.json (the
     # report's record of each experiment's config digest)
-    written = configure.configure({**params, "lr": params["lr"] * 2}, out)
+    written = configure.configure({**params, "lr": params["lr"] * 2}, out, links)
     assert sorted(written) == sorted([str(out / "study.json"), *(str(out / f"experiments/{n}.json") for n in inherits)])
     assert own and not set(written) & {str(out / f"experiments/{n}.json") for n in own}
 
@@ -39,8 +42,36 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
     fewer = {**params, "experiments": {n: e for n, e in params["experiments"].items() if n != gone}}
     fewer = {**fewer, "experiments": {n: {k: v for k, v in e.items() if k != "pretrained" or v != gone}
                                       for n, e in fewer["experiments"].items()}}
-    configure.configure(fewer, out)
+    configure.configure(fewer, out, links)
     assert not (out / f"experiments/{gone}.json").exists()
+
+
+def test_a_folder_source_is_linked_and_its_listing_changes_with_any_file_inside(tmp_path):
+    import miniatures as mini
+    photos = mini.image_folder(tmp_path / "photos", {"cat": 3, "dog": 3})
+    params = {**P.load(ROOT / "params.yaml"), "datasets": {
+        "pets": {"source": {"kind": "folder", "path": str(photos)}, "test_fraction": 0.3, "val_fraction": 0,
+                 "split_seed": 0},
+        "digits": {"source": {"kind": "sklearn_digits"}, "test_fraction": 0.2, "val_fraction": 0.2, "split_seed": 0}},
+        "experiments": {"e": {"dataset": "pets", "model": {"name": "mlp"}, "checkpoint": "last"}}}
+    out, links = tmp_path / "configs", tmp_path / "sources"
+    configure.configure(params, out, links)
+    assert (links / "pets").resolve() == photos.resolve()
+    assert (links / "digits").resolve() == (out / "datasets/digits.source.json").resolve()
+    source = out / "datasets/pets.source.json"
+    digest = json.loads(source.read_text())["listing_sha256"]
+    assert configure.configure(params, out, links) == []
+    (photos / "dog" / "001.jpg").unlink()                  # one image deep inside, top folder untouched
+    assert configure.configure(params, out, links) == [str(source)]
+    assert json.loads(source.read_text())["listing_sha256"] != digest
+    (photos / "cat" / "new.png").write_bytes(mini.image_bytes(0, fmt="PNG"))
+    assert configure.configure(params, out, links) == [str(source)]
+    del params["datasets"]["digits"]                          # a data set leaves the study: its link too
+    configure.configure(params, out, links)
+    assert sorted(p.name for p in links.iterdir()) == ["pets"]
+    shutil.rmtree(photos)
+    with pytest.raises(PipelineError, match=r"datasets.pets.source.path: .* does not exist"):
+        configure.configure(params, out, links)
 
 
 def test_a_fine_tuned_experiment_carries_its_parents_config(tmp_path):
@@ -93,7 +124,7 @@ def test_a_two_class_folder_data_set_runs_through_evaluate_and_the_report(tmp_pa
               "experiments": {"pets_lenet": {"dataset": "pets", "model": {"name": "lenet"}}}}
     P.validate(params)
     configs = tmp_path / "results/configs"
-    configure.configure(params, configs)
+    configure.configure(params, configs, tmp_path / "data/sources")
     read = lambda rel: json.loads((configs / rel).read_text())  # noqa: E731
     data, exp = tmp_path / "data", tmp_path / "results/experiments/pets_lenet"
     download.download(read("datasets/pets.source.json"), data / "raw/pets")

@@ -116,10 +116,11 @@ def assert_reran_for_global_lr(jobs: set[str], demo: dict) -> None:
 
 
 def outputs(project: Path) -> dict[str, str]:
-    """sha256 of every pipeline output file (not logs, not the tools' records)."""
+    """sha256 of every pipeline output file (not logs, not the tools' records, not configure's
+    links to the data sets' own files)."""
     return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
             for top in ("data", "results") for p in sorted((project / top).rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
+            if p.is_file() and not p.name.startswith(".") and p.parent != project / "data/sources"}
 
 
 def models(project: Path) -> dict[str, str]:
@@ -169,6 +170,11 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
     jobs, _ = snakemake(project)
     assert by_stage(jobs, "train") == {"new_mlp"} and "report" in jobs
     assert "new_mlp" in (project / "results/report.html").read_text()
+
+    # an experiment's deleted outputs are rebuilt, though the report is newer than what is left
+    subprocess.run(f"rm {project}/results/experiments/new_mlp/*", shell=True, check=True)
+    jobs, _ = snakemake(project)
+    assert jobs == {"train@new_mlp", "evaluate@new_mlp", "report"}
 
 
 # ---- DVC ----------------------------------------------------------------------------------------
@@ -286,7 +292,8 @@ def test_dvc_queue_push_pull_and_checkout(project, demo, tmp_path):
     dvc(project, "pull")
     assert outputs(project) == first_outputs
     ran, out = dvc(project, "repro")
-    assert ran == set() and "Data and pipelines are up to date" in out
+    assert ran == {"configure"}        # it remakes data/sources/, the links DVC keeps no copy of
+    assert outputs(project) == first_outputs
 
     # a later commit, then back: `git checkout` + `dvc checkout` restore that commit's results
     edit_params(project, lambda d: d.__setitem__("lr", 0.03))
@@ -314,7 +321,37 @@ def assert_same_training(a: dict, b: dict) -> None:
     assert (a["history"], a["test"], a["threads"]) == (b["history"], b["test"], b["threads"])
 
 
-# ---- both tools in one workspace -------------------------------------------------------------
+@pytest.mark.xdist_group("folder")
+def test_an_edit_inside_an_image_folder_reruns_that_data_sets_chain_under_both_tools(project, tmp_path):
+    import miniatures as mini
+    photos = mini.image_folder(tmp_path / "photos", {"cat": 8, "dog": 8})
+
+    def study(doc):
+        doc["epochs"], doc["threads"] = 1, 1
+        for name in [e for e in doc["experiments"] if e != "digits_mlp"]:
+            del doc["experiments"][name]
+        doc["datasets"]["pets"] = {"source": {"kind": "folder", "path": str(photos)}, "image_size": 8,
+                                   "test_fraction": 0.25, "val_fraction": 0.25, "split_seed": 0}
+        doc["experiments"]["pets_mlp"] = {"dataset": "pets", "model": {"name": "mlp", "hidden": [16]}}
+    edit_params(project, study)
+    commit(project, "a folder data set")
+    chain = {"download@pets", "prepare@pets", "stats@pets", "train@pets_mlp", "evaluate@pets_mlp", "report"}
+
+    snakemake(project)
+    (photos / "dog" / "003.png").unlink()                 # deep inside: the top folder's time is unchanged
+    jobs, _ = snakemake(project)
+    assert jobs == chain
+    assert json.loads((project / "data/prepared/pets/meta.json").read_text())["counts"]["train"] == 8
+
+    dvc(project, "repro")                                  # DVC's own record of this workspace
+    (photos / "cat" / "004.jpg").write_bytes(mini.image_bytes(1, (12, 10), "JPEG"))   # replaced
+    ran, _ = dvc(project, "repro")
+    assert ran == chain
+    ran, out = dvc(project, "repro")
+    assert ran == set() and "Data and pipelines are up to date" in out
+
+
+# ---- both tools in one workspace# ---- both tools in one workspace -------------------------------------------------------------
 
 @pytest.mark.xdist_group("snakemake")
 def test_handing_the_workspace_between_the_tools(project, demo):
@@ -377,7 +414,10 @@ def test_the_tools_never_run_at_once(project, demo):
             (["snakemake", "--cores", "1", target], ["dvc", "status"], "Unable to acquire lock",
              ["dvc", "repro", f"train@{exp}"])):
         subprocess.run(["rm", "-rf", str(project / "logs"), str(project / "results")])
-        edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.003))
+
+        def long_run(d):   # long enough (~15 s) for every command below to meet it running
+            d["experiments"][exp].update(lr=0.003, epochs=300)
+        edit_params(project, long_run)
         first_out = project / "first.out"
         with open(first_out, "w") as f:
             p = subprocess.Popen(first, cwd=project, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -392,6 +432,7 @@ def test_the_tools_never_run_at_once(project, demo):
             edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.004))
             for cmd in (["snakemake", "-n"], ["snakemake", "--cores", "1"]):
                 refused = run(cmd, cwd=project, check=False)
+                assert p.poll() is None, f"{first} ended before {cmd} could meet it running"
                 assert refused.returncode != 0, refused.stdout + refused.stderr
                 assert config_files(project) == configs, cmd
         finally:

@@ -175,6 +175,19 @@ def test_outputs_of_a_previous_config_are_never_shown(tmp_path):
     assert f"{old:.1f}" not in row
 
 
+def test_the_report_after_a_failure_is_tables_only_and_dated_1970(tmp_path):
+    make_study(tmp_path, n_experiments=2)
+    (tmp_path / "results/experiments/digits_exp01/test.json").unlink()
+    (tmp_path / "logs/evaluate").mkdir(parents=True)
+    (tmp_path / "logs/evaluate/digits_exp01.log").write_text("ERROR pipeline: experiment digits_exp01: boom\n")
+    report.render_despite_failure(root=tmp_path)
+    out = tmp_path / "results/report.html"
+    html = out.read_text()
+    assert "tables only" in html and '<img class="fig"' not in html and "boom" in html
+    assert _leaderboard_rows(html) == ["digits_exp00", "digits_exp01"]
+    assert out.stat().st_mtime == 1
+
+
 def test_report_cli_writes_one_self_contained_file_from_study_json(tmp_path):
     study = make_study(tmp_path, n_experiments=3)
     cmd = [sys.executable, "-m", "pipeline.report", "--study", "results/configs/study.json",

@@ -24,6 +24,13 @@ def switch(ws: Path, name: str, **flags) -> dict:
     return P.load(ws / "params.yaml")
 
 
+@pytest.mark.parametrize("other", ["seed", "cifar10_local"])
+def test_a_round_trip_through_any_study_leaves_params_yaml_byte_identical(workspace, other):
+    switch(workspace, other)
+    switch(workspace, "demo")
+    assert (workspace / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
+
+
 def test_switching_copies_the_study_and_keeps_the_defaults_and_comments(workspace):
     before = P.load(workspace / "params.yaml")
     after = switch(workspace, "cifar10_local")

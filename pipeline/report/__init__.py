@@ -23,14 +23,17 @@ log = logging.getLogger("pipeline.report")
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
 
-def _experiment_figures(exp: dict, test_images) -> None:
-    """Adds the experiment's figures and tables in place; a broken input becomes a listed problem."""
+def _experiment_figures(exp: dict, test_images, draw: bool = True) -> None:
+    """Adds the experiment's tables and (if `draw`) figures in place; a broken input becomes a
+    listed problem."""
     from pipeline.report import collect, figures
     exp["per_class"] = collect.per_class(exp)
     exp["seed_rows"] = collect.seed_comparison(exp)
     exp["seed_per_class"], problems = collect.per_class_comparison(exp)
     exp["problems"] += problems
     exp["figures"], exp["pairs"], exp["samples"] = {}, None, None
+    if not draw:
+        return
     try:
         if exp["history_csv"] is not None:
             exp["figures"]["curves"] = figures.experiment_curves(exp["history_csv"], exp["row"]["kept_epoch"])
@@ -56,8 +59,9 @@ def _experiment_figures(exp: dict, test_images) -> None:
 
 
 def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs: Path | None,
-                  root: Path) -> dict:
-    """Everything the template renders: overview, leaderboard, per data set, per experiment."""
+                  root: Path, draw: bool = True) -> dict:
+    """Everything the template renders: overview, leaderboard, per data set, per experiment; the
+    figures only if `draw` (they take most of the time)."""
     from pipeline.report import collect, figures
     exps = [collect.experiment(study, name, results, logs) for name in study["experiments"]]
     for e in exps:
@@ -66,16 +70,18 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
     for ds_name in dict.fromkeys(e["dataset"] for e in exps):   # order of first use in params.yaml
         ds = collect.dataset(ds_name, prepared, stats)
         ds_exps = [e for e in exps if e["dataset"] == ds_name]
-        test_images = collect.load_images(ds, "test")
+        test_images = collect.load_images(ds, "test") if draw else None
         for e in ds_exps:
-            _experiment_figures(e, test_images)
-        ds["bars"] = figures.accuracy_bars([e["row"] for e in ds_exps])
-        with_history = [e for e in ds_exps if e["history_csv"] is not None]
-        ds["curves"] = figures.dataset_curves(with_history) if with_history else None
+            _experiment_figures(e, test_images, draw)
         ds["experiments"] = [e["name"] for e in ds_exps]
-        train = collect.load_images(ds, "train")
-        ds["samples"] = (figures.class_samples(*train, ds["meta"]["classes"])
-                         if train is not None and ds["meta"] else None)
+        ds["bars"] = ds["curves"] = ds["samples"] = None
+        if draw:
+            ds["bars"] = figures.accuracy_bars([e["row"] for e in ds_exps])
+            with_history = [e for e in ds_exps if e["history_csv"] is not None]
+            ds["curves"] = figures.dataset_curves(with_history) if with_history else None
+            train = collect.load_images(ds, "train")
+            ds["samples"] = (figures.class_samples(*train, ds["meta"]["classes"])
+                             if train is not None and ds["meta"] else None)
         datasets.append(ds)
     finished = [e["finished"] for e in exps if e["finished"]]
     times = [e["row"]["train_time_s"] for e in exps if e["row"]["train_time_s"] is not None]
@@ -85,7 +91,7 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
         "code": collect.code_version(root), "environments": collect.environments(exps),
         "first_finished": min(finished, default=None), "last_finished": max(finished, default=None),
         "total_train_s": sum(times), "n_ok": sum(e["status"] == "ok" for e in exps),
-        "report_python": platform.python_version(),
+        "report_python": platform.python_version(), "figures": draw,
     }
 
 
@@ -114,8 +120,8 @@ def render(context: dict) -> str:
 
 
 def report(study: dict, results: Path, prepared: Path, stats: Path, out: Path, logs: Path | None = None,
-           root: Path = Path(".")) -> dict:
-    context = build_context(study, results, prepared, stats, logs, root)
+           root: Path = Path("."), draw: bool = True) -> dict:
+    context = build_context(study, results, prepared, stats, logs, root, draw)
     html = render(context)
     with stage.atomic_path(out) as tmp:
         tmp.write_text(html)
@@ -128,6 +134,8 @@ def render_despite_failure(root: Path = Path(".")) -> None:
     """Render the report from whatever exists, failures shown with their stage's one line, at the
     path the report stage writes; then date it 1970, so that neither tool takes it as current (DVC
     has no record of it; Snakemake sees it older than every input) and the next run rebuilds it.
+    Tables only, no figures: it is rendered while the failing stage (or Snakemake, holding the
+    workspace) waits, and the next successful run draws them.
 
     Called by a failing train or evaluate stage (so `dvc repro` leaves a report) and by the
     Snakefile's onerror (so `snakemake -k` leaves one covering every experiment). Never raises:
@@ -138,7 +146,7 @@ def render_despite_failure(root: Path = Path(".")) -> None:
     out = root / BY_NAME["report"].outs["out"].path
     try:
         report(stage.read_json(root / paths["study"]), root / paths["results"], root / paths["prepared"],
-               root / paths["stats"], out, logs=root / "logs", root=root.resolve())
+               root / paths["stats"], out, logs=root / "logs", root=root.resolve(), draw=False)
         os.utime(out, (1, 1))   # 1, not 0: Snakemake takes an mtime of 0 for none at all
         log.info("rendered %s with the failure shown (dated 1970: the next run rebuilds it)", out)
     except Exception as e:  # noqa: BLE001
