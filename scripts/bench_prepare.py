@@ -72,7 +72,8 @@ def main() -> None:
         raw, prep, stats = tmp / "raw", tmp / "prepared", tmp / "stats.json"
         results = {
             "download": measure([py, "-m", "pipeline.download", "--config", str(tmp / "source.json"),
-                                 "--out", str(raw)]),
+                                 "--source", str(ROOT / cfg["source"]["path"] if cfg["source"]["kind"] == "folder"
+                                                 else tmp / "source.json"), "--out", str(raw)]),
             "prepare": measure([py, "-m", "pipeline.prepare", "--config", str(tmp / "dataset.json"),
                                 "--raw", str(raw), "--out", str(prep), "--workers", str(args.workers)]),
             "stats": measure([py, "-m", "pipeline.stats", "--prepared", str(prep), "--out", str(stats)]),

@@ -166,7 +166,7 @@ def photos(tmp_path_factory) -> Path:
     (tmp / "ds.json").write_text(json.dumps(cfg))
     (tmp / "source.json").write_text(json.dumps(cfg["source"]))
     run([sys.executable, "-m", "pipeline.download", "--config", str(tmp / "source.json"),
-         "--out", str(tmp / "raw")], cwd=ROOT)
+         "--source", str(tmp / "photos"), "--out", str(tmp / "raw")], cwd=ROOT)
     return tmp
 
 

@@ -95,8 +95,9 @@ def test_cli_configure_download_prepare_stats(project, tmp_path):
     p["datasets"]["pets"] = {"source": {"kind": "folder", "path": str(archive), "md5": mini.md5(archive)},
                              "image_size": 8, "channels": 1, "val_fraction": 0.2, "split_seed": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(p))
-    stages = [["pipeline.configure", "--params", "params.yaml", "--out", "results/configs"],
-              ["pipeline.download", "--config", "results/configs/datasets/pets.source.json", "--out", "data/raw/pets"],
+    stages = [["pipeline.configure", "--params", "params.yaml", "--out", "results/configs", "--sources", "data/sources"],
+              ["pipeline.download", "--config", "results/configs/datasets/pets.source.json",
+               "--source", "data/sources/pets", "--out", "data/raw/pets"],
               ["pipeline.prepare", "--config", "results/configs/datasets/pets.json", "--raw", "data/raw/pets",
                "--out", "data/prepared/pets"],
               ["pipeline.stats", "--prepared", "data/prepared/pets", "--out", "data/stats/pets.json"]]

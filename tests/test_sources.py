@@ -378,9 +378,15 @@ def test_cli_error_is_one_line_and_leaves_nothing(project):
     p["datasets"]["mine"] = {"source": {"kind": "folder", "path": "no/such/folder"}, "image_size": 8,
                              "val_fraction": 0.2, "split_seed": 0}
     (project / "params.yaml").write_text(yaml.safe_dump(p))
-    run(["python", "-m", "pipeline.configure", "--params", "params.yaml", "--out", "results/configs"], project)
-    r = run(["python", "-m", "pipeline.download", "--config", "results/configs/datasets/mine.source.json",
+    r = run(["python", "-m", "pipeline.configure", "--params", "params.yaml", "--out", "results/configs",
+             "--sources", "data/sources"], project, check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("error: datasets.mine.source.path: no/such/folder does "
+                                                        "not exist")
+    assert not (project / "results/configs").exists() and not (project / "data/sources").exists()
+    (project / "mine.source.json").write_text(json.dumps(p["datasets"]["mine"]["source"]))
+    r = run(["python", "-m", "pipeline.download", "--config", "mine.source.json", "--source", "data/sources/mine",
              "--out", "data/raw/mine"], project, check=False)
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines()[-1].startswith("error: source.path 'no/such/folder'")
+    assert r.stderr.strip().splitlines()[-1].startswith("error: data/sources/mine: missing or a broken link")
     assert not (project / "data/raw/mine").exists()

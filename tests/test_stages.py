@@ -154,9 +154,13 @@ def test_the_snakefile_reports_bad_params_and_missing_sources_in_one_line(projec
              (text.replace("    source: {kind: sklearn_digits}",
                            "    source: {kind: folder, path: no/such/photos}\n    image_size: 8", 1),
               "error: datasets.digits.source.path: no/such/photos does not exist; put the images or archive "
-              "there, or point source.path at them")]
+              "there, or point source.path at them"),
+             (None, "error: params.yaml: file not found")]
     for params_text, line in cases:
-        (project / "params.yaml").write_text(params_text)
+        if params_text is None:
+            (project / "params.yaml").unlink()
+        else:
+            (project / "params.yaml").write_text(params_text)
         r = run(["snakemake", "-n"], cwd=project, check=False)
         assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == line, r.stderr
         assert "Traceback" not in r.stderr and "File " not in r.stderr
