@@ -114,6 +114,18 @@ def test_tiny_imagenet_miniature(tmp_path):
         assert (class_of(images, 3) == load(prepared, split)).all()
 
 
+def test_a_tiny_imagenet_zip_changed_after_download_is_damaged_not_a_new_checksum(tmp_path):
+    archive = mini.tiny_imagenet(tmp_path)
+    cfg = dataset({"kind": "tiny_imagenet", "archive_dir": str(tmp_path), "md5": mini.md5(archive)},
+                  image_size=16, val_fraction=0.25)
+    download.download(cfg["source"], tmp_path / "raw")
+    with open(archive, "ab") as f:
+        f.write(b"changed")
+    with pytest.raises(PipelineError, match=r"wrong checksum: .*delete it and fetch it again \(the published") as e:
+        prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
+    assert "set source.md5" not in str(e.value) and not (tmp_path / "prepared").exists()
+
+
 def test_cub200_miniature_with_train_per_class(tmp_path):
     archive = mini.cub200(tmp_path)   # 3 species x 10 train, x 2 test; 48x32 photos
     cfg = dataset({"kind": "cub200", "archive_dir": str(tmp_path), "md5": mini.md5(archive)},
