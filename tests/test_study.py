@@ -55,7 +55,7 @@ def test_an_edited_study_is_never_lost(workspace):
     switch(workspace, "seed", save=True)
     saved = P.read_yaml(workspace / "studies/demo.yaml")
     assert saved["experiments"]["digits_mlp"]["model"]["hidden"] == [128]
-    assert saved["description"].startswith("one cheap experiment")          # the file's own keys kept
+    assert saved["description"].startswith("cheap experiments covering")          # the file's own keys kept
     assert switch(workspace, "demo")["experiments"]["digits_mlp"]["model"]["hidden"] == [128]
 
 
