@@ -1,7 +1,8 @@
-"""The torch side of train and evaluate: device choice, seeding, the loops, checkpoints.
+"""The training side of the train stage: seeding, transfer from a parent, the loops, checkpoints.
 
-Recipes (optimizer, schedule, loss, early stopping) live in recipes.py, augmentation in
-augment.py, layer tables in layers.py; this module wires them into one seeded training run.
+The model and how it runs (device, threads, precision) live in inference.py, recipes (optimizer,
+schedule, loss, early stopping) in recipes.py, augmentation in augment.py, layer tables in
+layers.py; this module wires them into one seeded training run.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import platform
 import random
 import sys
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -21,28 +21,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import augment, data, distributed, gpus, layers, models, recipes, resume
+from pipeline import augment, data, distributed, inference, layers, models, recipes, resume
 from pipeline.params import config_hash
 from pipeline.stage import PipelineError
 
 log = logging.getLogger("pipeline.engine")
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto`: the CPU without CUDA; with several GPUs, one no other job of this machine holds
-    (pipeline/gpus.py), so that K jobs at once train on K GPUs, not all on cuda:0."""
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        count = torch.cuda.device_count()
-        if count == 1:
-            return torch.device("cuda")
-        device = torch.device("cuda", gpus.claim(count))
-        torch.cuda.set_device(device)
-        return device
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device: {name} asked for but CUDA is not available; set device: auto or cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int, device: torch.device, deterministic: bool = False) -> torch.Generator:
@@ -65,30 +48,10 @@ def seed_everything(seed: int, device: torch.device, deterministic: bool = False
     return torch.Generator().manual_seed(seed)
 
 
-def set_threads(config: dict, ranks: int = 1) -> int:
-    """Give torch's CPU kernels the config's thread count and return it. `auto`: the cores this
-    process may use (its CPU affinity: SLURM's allocation, taskset), split among `ranks` DDP
-    processes. A float sum's order depends on the count, so it is part of the result: set here
-    from the config, never inherited (Snakemake runs a job under OMP_NUM_THREADS=1, DVC under
-    the machine's default), it is the same under either tool, and run.json records it."""
-    threads = config.get("threads", "auto")
-    if threads == "auto":
-        threads = max(1, len(os.sched_getaffinity(0)) // ranks)
-    torch.set_num_threads(threads)
-    return threads
 
 
-def autocast(config: dict, device: torch.device):
-    """The forward pass's precision: `precision: auto` is bf16 autocast on CUDA and fp32 on the
-    CPU (where fp32 is the bit-for-bit reproducible baseline); `fp32` and `bf16` say it outright."""
-    precision = config.get("precision", "auto")
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def channels_last(model: nn.Module, device: torch.device) -> bool:
-    """NHWC for convolutional models on CUDA (what tensor-core convolutions want)."""
-    return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
 
 
 def versions() -> dict:
@@ -100,42 +63,26 @@ def versions() -> dict:
             "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
-IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-def input_size(config: dict, meta: dict) -> tuple[int, int]:
-    """The size the model sees: `input_size` when the recipe resizes, else the data set's own."""
-    s = config.get("input_size")
-    return (s, s) if s else tuple(meta["image_size"])
 
 
-def normalisation(config: dict, meta: dict, stats: dict) -> tuple[list[float], list[float]]:
-    """Per-channel (mean, std): the training split's, ImageNet's (what pretrained weights expect), 0.5,
-    or none (0, 1: pixels scaled to [0, 1] only)."""
-    how, c = config.get("normalize", "dataset"), meta["channels"]
-    if how == "imagenet":
-        if c != 3:
-            raise PipelineError(f"normalize: imagenet needs 3-channel images, {config['dataset']} has {c}; "
-                                f"use normalize: dataset")
-        return IMAGENET_MEAN, IMAGENET_STD
-    if how == "half":
-        return [0.5] * c, [0.5] * c
-    if how == "none":
-        return [0.0] * c, [1.0] * c
-    return stats["mean"], stats["std"]
 
 
-def build_model(config: dict, meta: dict, stats: dict, **extra) -> nn.Module:
-    """uint8 (B, C, H, W) -> normalise -> resize to the input size -> the registered model -> logits."""
-    size = input_size(config, meta)
-    try:
-        net = models.build(config["model"], meta["channels"], size, len(meta["classes"]), **extra)
-    except ValueError as e:
-        raise PipelineError(f"experiment {config['name']}: model: {e}; set input_size (e.g. input_size: 32) "
-                            f"to resize the images, or use fewer pooling layers") from None
-    mean, std = normalisation(config, meta, stats)
-    resize = augment.Resize(size[0]) if config.get("input_size") else nn.Identity()
-    return nn.Sequential(OrderedDict(normalize=data.Normalize(mean, std), resize=resize, net=net))
+
+
+def parent_checkpoint(config: dict, experiments: Path | None) -> Path | None:
+    """The checkpoint `pretrained:` names, when it names another experiment (a train input)."""
+    name = config.get("pretrained")
+    if not name or name == "imagenet":
+        return None
+    if experiments is None:
+        raise PipelineError(f"pretrained: {name}: pass --experiments (the results/experiments folder)")
+    path = experiments / name / "model.pt"
+    if not path.exists():
+        raise PipelineError(f"pretrained: {name}: no checkpoint at {path}; train experiment {name} "
+                                  f"first (snakemake does this itself; with DVC: dvc repro train@{name})")
+    return path
 
 
 def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) -> Path | None:
@@ -144,7 +91,6 @@ def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) ->
     Returns the parent checkpoint's path, if any (a train input). ImageNet weights are loaded by
     the builder (see build_model's `weights`).
     """
-    from pipeline.train import parent_checkpoint
     head = models.head_name(model.net)
     path = parent_checkpoint(config, experiments)
     if path is not None:
@@ -183,14 +129,6 @@ def train_mode(model: nn.Module, config: dict) -> None:
                 part.eval()
 
 
-@torch.no_grad()
-def predict(model: nn.Module, split: data.Split, batch_size: int,
-            precision=contextlib.nullcontext(), nhwc: bool = False) -> torch.Tensor:
-    """Logits for the whole split, in order: (N, num_classes) float32 on the CPU (one copy at the end)."""
-    model.eval()
-    with precision:
-        out = [model(data.memory_format(x, nhwc)).float() for x, _ in data.batches(split, batch_size)]
-    return torch.cat(out).cpu()
 
 
 class Diverged(Exception):
@@ -264,7 +202,7 @@ def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out:
     ranks = distributed.current()
     if ranks.world == 1:
         return _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, layers_out,
-                    experiments, ranks, pick_device(config["device"]))
+                    experiments, ranks, inference.pick_device(config["device"]))
     cuda = torch.cuda.is_available() and config["device"] != "cpu"
     device = torch.device("cuda", ranks.local) if cuda else torch.device("cpu")
     if cuda:
@@ -281,15 +219,15 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
          ranks: distributed.Ranks, device: torch.device) -> dict:
     from pipeline.stage import atomic_path
     generator = seed_everything(config["seed"], device, config.get("deterministic", False))
-    threads = set_threads(config, ranks.world)
+    threads = inference.set_threads(config, ranks.world)
     aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     meta = data.load_meta(prepared)
     train, val = (data.load_split(prepared, s, device) for s in ("train", "val"))
     weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
-    model = build_model(config, meta, stats, **weights)
+    model = inference.build_model(config, meta, stats, **weights)
     init_pretrained(model, config, experiments)
     model = model.to(device)
-    nhwc, precision = channels_last(model, device), autocast(config, device)
+    nhwc, precision = inference.channels_last(model, device), inference.autocast(config, device)
     if nhwc:
         model = model.to(memory_format=torch.channels_last)
     if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
@@ -352,7 +290,7 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
                 "schedule": schedule.state_dict(), "stopper": stopper.state_dict(),
                 "rng": resume.rng_states(generators), "history": history, "kept": kept, "kept_state": kept_state,
                 "epoch_times": epoch_times, "stopped": stopped, "elapsed": time.perf_counter() - start})
-    size = input_size(config, meta)
+    size = inference.input_size(config, meta)
     table = layers.layer_table(model.net.cpu(), meta["channels"], size) if layers_out else None
     # train.json: the few scalars `dvc exp show` lists, of the kept checkpoint's epoch (val figures
     # null without a val split); run.json: what the run was, for the report.
@@ -388,7 +326,7 @@ def validate(model, val: data.Split, batch_size: int, precision, nhwc: bool) -> 
     plain cross-entropy whatever the training loss, the definition evaluate's test loss has too."""
     if not len(val):
         return None, None
-    logits, labels = predict(model, val, batch_size, precision, nhwc), val.labels.cpu()
+    logits, labels = inference.predict(model, val, batch_size, precision, nhwc), val.labels.cpu()
     return (nn.functional.cross_entropy(logits, labels).item(),
             (logits.argmax(1) == labels).float().mean().item())
 
@@ -412,14 +350,3 @@ def _csv(rows: list[dict]) -> str:
                                          for r in rows]) + "\n"
 
 
-def load_model(checkpoint: Path) -> tuple[nn.Module, dict, torch.device]:
-    """The checkpoint's model on the device its config asks for, with the checkpoint dict."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    set_threads(ckpt["config"])
-    device = pick_device(ckpt["config"]["device"])
-    model = build_model(ckpt["config"], ckpt["meta"], ckpt["stats"])
-    model.load_state_dict(ckpt["state_dict"])
-    model = model.to(device)
-    if channels_last(model, device):
-        model = model.to(memory_format=torch.channels_last)
-    return model, ckpt, device

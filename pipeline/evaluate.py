@@ -12,7 +12,6 @@ predicted.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 from pathlib import Path
 
@@ -45,12 +44,12 @@ def scores(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
 def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, predictions: Path,
              confusion: Path) -> dict:
     import pandas as pd
-    from pipeline import data, engine  # torch is imported only once there is work to do
+    from pipeline import data, inference  # torch is imported only once there is work to do
     from pipeline.params import config_hash
-    model, ckpt, device = engine.load_model(checkpoint)
+    model, ckpt, device = inference.load_model(checkpoint)
     test = data.load_split(prepared, "test", device)
-    logits = engine.predict(model, test, ckpt["config"]["batch_size"], engine.autocast(ckpt["config"], device),
-                            engine.channels_last(model, device)).numpy()
+    logits = inference.predict(model, test, ckpt["config"]["batch_size"], inference.autocast(ckpt["config"], device),
+                               inference.channels_last(model, device)).numpy()
     labels = test.labels.cpu().numpy()
     classes = data.load_meta(prepared)["classes"]
     result = scores(logits, labels, classes)
@@ -79,10 +78,5 @@ def main(argv: list[str] | None = None) -> None:
     evaluate(args.model, args.prepared, args.metrics, args.per_class, args.predictions, args.confusion)
 
 
-def render_report_despite_failure() -> None:
-    # Imported by name at run time: the report's code is not this stage's dependency.
-    importlib.import_module("pipeline.report").render_despite_failure()
-
-
 if __name__ == "__main__":
-    stage.cli(main, on_failure=render_report_despite_failure)
+    stage.cli(main, on_failure=stage.failure_report)

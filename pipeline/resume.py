@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import stages
+from pipeline import imports
 from pipeline.stage import atomic_path
 
 log = logging.getLogger("pipeline.resume")
@@ -33,8 +33,8 @@ def run_key(config: dict, stats: dict, prepared: Path) -> str:
     for name in DATA_FILES:
         with open(Path(prepared) / name, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
-    for name in stages.code_deps("pipeline.train"):
-        h.update(name.encode() + (stages.ROOT / name).read_bytes())
+    for name in imports.code_deps("pipeline.train"):
+        h.update(name.encode() + (imports.ROOT / name).read_bytes())
     return h.hexdigest()
 
 

@@ -3,6 +3,10 @@ and params. Both orchestrators are built from this table:
 
     python -m pipeline.stages dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
     Snakefile                              # builds its rules from the same table at parse time
+    python -m pipeline.stages --failure-report   # the report after a failed stage (see below)
+
+No stage's own code imports this module: the tools' wiring is no part of what a stage computes,
+so editing it retrains nothing.
 
 Path templates use {ds} (a data set), {exp} (an experiment) and {dataset} (that experiment's data
 set). Every stage is `python -m pipeline.<name>` with one `--<option> <path>` per dependency and
@@ -11,20 +15,15 @@ the configure stage resolves from it).
 """
 from __future__ import annotations
 
-import ast
-import functools
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.stage import PipelineError
+from pipeline import imports
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = Path(__file__).resolve().parent
-# Files the code reads that are not Python modules, by the module that reads them.
-DATA_FILES = {"pipeline.params": ["pipeline/params.schema.yaml"],
-              "pipeline.report": ["pipeline/templates/report.html.j2"]}
+ROOT, PACKAGE = imports.ROOT, imports.PACKAGE
+code_deps = imports.code_deps
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,8 @@ class Stage:
     outs: dict[str, Out]                # --option -> path the stage writes
     args: dict[str, str] = field(default_factory=dict)   # other --option value pairs
     params: tuple[str, ...] = ()        # params files DVC tracks whole (only configure reads params.yaml)
-    gpu: bool = False                   # takes the `gpu` resource under Snakemake
+    gpus: int | str = 0                 # the `gpu` resource a Snakemake job takes: a count, or "devices"
+                                        # (the experiment's own); a job that takes any sets its threads too
 
     @property
     def module(self) -> str:
@@ -85,14 +85,14 @@ STAGES = [
           outs={"out": Out("data/prepared/{ds}", directory=True)}),
     Stage("stats", "datasets", deps={"prepared": "data/prepared/{ds}"},
           outs={"out": Out("data/stats/{ds}.json")}),
-    Stage("train", "experiments", gpu=True,
+    Stage("train", "experiments", gpus="devices",
           deps={"config": "results/configs/experiments/{exp}.json", "prepared": DS,
                 "stats": "data/stats/{dataset}.json"},
           outs={"model": Out(f"{EXP}/model.pt"), "history": Out(f"{EXP}/history.csv", "plot"),
                 "metrics": Out(f"{EXP}/train.json", "metric"), "run": Out(f"{EXP}/run.json"),
                 "layers": Out(f"{EXP}/layers.csv")},
           args={"experiments": "results/experiments"}),   # parents' checkpoints (`pretrained: <exp>`)
-    Stage("evaluate", "experiments", gpu=True, deps={"model": f"{EXP}/model.pt", "prepared": DS},
+    Stage("evaluate", "experiments", gpus=1, deps={"model": f"{EXP}/model.pt", "prepared": DS},
           outs={"metrics": Out(f"{EXP}/test.json", "metric"), "per_class": Out(f"{EXP}/per_class.csv"),
                 "predictions": Out(f"{EXP}/predictions.csv"), "confusion": Out(f"{EXP}/confusion.csv")}),
     Stage("report", None,
@@ -102,51 +102,7 @@ STAGES = [
           outs={"out": Out("results/report.html")}),
 ]
 BY_NAME = {s.name: s for s in STAGES}
-
-
-# ---- the code a stage runs: its module and every pipeline module that one imports ---------------
-
-def _imports(module: str) -> set[str]:
-    """pipeline.* modules imported anywhere in `module` (function-level imports too)."""
-    path = PACKAGE.parent / (module.replace(".", "/") + ".py")
-    if not path.exists():
-        path = path.with_suffix("") / "__init__.py"
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            base = node.module
-            if base == "pipeline" or base.startswith("pipeline."):
-                found.add(base)
-                found.update(f"{base}.{a.name}" for a in node.names)   # `from pipeline import x`
-        elif isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("pipeline."))
-    return {m for m in found if _source(m) is not None}
-
-
-def _source(module: str) -> Path | None:
-    rel = Path(*module.split("."))
-    for cand in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
-        if cand.is_file():
-            return cand
-    return None
-
-
-@functools.cache
-def code_deps(module: str) -> tuple[str, ...]:
-    """Source files of `module` and of every pipeline module it imports, transitively, plus the
-    data files they read (the schema, the report template)."""
-    seen, todo = set(), [module]
-    while todo:
-        m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        todo.extend(_imports(m))
-        parts = m.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))   # parent packages run first
-    files = {str(_source(m).relative_to(ROOT)) for m in seen if m != "pipeline"}
-    files.update(f for m in seen for f in DATA_FILES.get(m, []))
-    return tuple(sorted(files))
+RULES = [s for s in STAGES if s.name != "configure"]   # Snakemake's jobs (it configures at parse time)
 
 
 # ---- command lines ----------------------------------------------------------------------------
@@ -254,9 +210,12 @@ class Snakemake:
         inputs["code"] = list(code_deps(stage.module))
         return inputs
 
-    def devices(self, wildcards) -> int:
-        """GPUs a train job takes (the `gpu` resource): its experiment's `devices`."""
-        return self.params["experiments"][wildcards.exp].get("devices", self.params["devices"])
+    def resources(self, stage: Stage) -> dict:
+        """The `gpu` resource a job takes (`--resources gpu=K` runs at most K GPUs' worth at once)."""
+        if stage.gpus == "devices":   # `devices: N` trains on N GPUs (DDP), so takes N
+            return {"gpu": lambda wildcards: self.params["experiments"][wildcards.exp].get(
+                "devices", self.params["devices"])}
+        return {"gpu": stage.gpus} if stage.gpus else {}
 
     def threads(self, wildcards) -> int:
         """CPU threads a train/evaluate job takes (the scheduler's count; the job itself sets its
@@ -287,11 +246,32 @@ def _parent_checkpoint(params: dict, wildcards) -> list[str]:
 EXTRA_INPUTS = {"train": _parent_checkpoint}
 
 
+# ---- the report after a failure -------------------------------------------------------------
+
+def render_failure_report(root: Path = Path(".")) -> None:
+    """Render the report stage's output from whatever exists, failures shown with their stage's
+    one line (pipeline.report.render_despite_failure); never raises. Called by the Snakefile's
+    onerror, and by a failing train or evaluate stage through `python -m pipeline.stages
+    --failure-report` (DVC has no onerror): a process of its own, since the report's code is no
+    part of what those stages compute."""
+    from pipeline import report
+    paths = {opt: dep.path if isinstance(dep, Gather) else dep for opt, dep in BY_NAME["report"].deps.items()}
+    report.render_despite_failure({opt: root / path for opt, path in paths.items()},
+                                  root / BY_NAME["report"].outs["out"].path, root)
+
+
 def main(argv: list[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, nargs="?", help="where to write dvc.yaml (default: print it)")
+    ap.add_argument("--failure-report", action="store_true",
+                    help="render results/report.html from what exists, failures shown (after a failed stage)")
     args = ap.parse_args(argv)
+    if args.failure_report:
+        from pipeline.stage import setup_logging
+        setup_logging(None)
+        render_failure_report()
+        return
     text = dvc_yaml()
     if args.out:
         args.out.write_text(text)

@@ -19,27 +19,12 @@ versions, device and parameter counts; layers.csv is the model's layer table (pi
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
 from pathlib import Path
 
 from pipeline import stage
-
-
-def parent_checkpoint(config: dict, experiments: Path | None) -> Path | None:
-    """The checkpoint `pretrained:` names, when it names another experiment (a train input)."""
-    name = config.get("pretrained")
-    if not name or name == "imagenet":
-        return None
-    if experiments is None:
-        raise stage.PipelineError(f"pretrained: {name}: pass --experiments (the results/experiments folder)")
-    path = experiments / name / "model.pt"
-    if not path.exists():
-        raise stage.PipelineError(f"pretrained: {name}: no checkpoint at {path}; train experiment {name} "
-                                  f"first (snakemake does this itself; with DVC: dvc repro train@{name})")
-    return path
 
 
 def train(config: dict, prepared: Path, stats_path: Path, model: Path, history: Path, metrics: Path,
@@ -73,12 +58,5 @@ def main(argv: list[str] | None = None) -> None:
           args.layers, args.experiments)
 
 
-def render_report_despite_failure() -> None:
-    if "LOCAL_RANK" in os.environ:   # a torchrun rank: the launching process renders it
-        return
-    # Imported by name at run time: the report's code is not this stage's dependency.
-    importlib.import_module("pipeline.report").render_despite_failure()
-
-
 if __name__ == "__main__":
-    stage.cli(main, on_failure=render_report_despite_failure)
+    stage.cli(main, on_failure=stage.failure_report)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere, without installing
-from pipeline import augment, engine, params, recipes
+from pipeline import augment, inference, params, recipes
 
 SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "tiny_imagenet": (3, 64, 200), "cub200": (3, 256, 200)}
 
@@ -35,7 +35,7 @@ def main() -> None:
     config = {**params.experiment_config(scope, args.experiment), "device": "cpu", "pretrained": None}
     c, size, k = SHAPES[config["dataset"]]
     meta = {"channels": c, "image_size": [size, size], "classes": [str(i) for i in range(k)]}
-    model = engine.build_model(config, meta, {"mean": [0.5] * c, "std": [0.25] * c})
+    model = inference.build_model(config, meta, {"mean": [0.5] * c, "std": [0.25] * c})
     optimizer = recipes.make_optimizer(config, model.parameters())
     loss_fn, g = recipes.make_loss(config), torch.Generator().manual_seed(0)
     b = config["batch_size"]

@@ -30,7 +30,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline import data, engine, params, recipes  # noqa: E402
+from pipeline import data, engine, inference, params, recipes  # noqa: E402
 from pipeline.prepare import prepare  # noqa: E402
 
 CASES = {   # model -> batch, seeds' torchvision transforms, the engine's recipe keys
@@ -94,8 +94,8 @@ def engine_loop(cfg: dict, prepared: Path, stats: dict, device, steps, warmup) -
     meta = data.load_meta(prepared)
     split = data.load_split(prepared, "train", device)
     n = (warmup + steps) * cfg["batch_size"]
-    model = engine.build_model(cfg, meta, stats).to(device)
-    nhwc, precision = engine.channels_last(model, device), engine.autocast(cfg, device)
+    model = inference.build_model(cfg, meta, stats).to(device)
+    nhwc, precision = inference.channels_last(model, device), inference.autocast(cfg, device)
     if nhwc:
         model = model.to(memory_format=torch.channels_last)
     optimizer = recipes.make_optimizer(cfg, model.parameters())
@@ -147,7 +147,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     ap.add_argument("--out", type=Path, help="write the figures here (JSON)")
     args = ap.parse_args()
-    device = engine.pick_device(args.device)
+    device = inference.pick_device(args.device)
     defaults = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +164,7 @@ def main() -> None:
             rows.append({"case": case, "batch": c["batch"], "seeds_images_s": round(seeds, 1),
                          "engine_images_s": round(ours, 1), "ratio": round(ours / seeds, 2),
                          "engine_tflops": round(tflops, 2),
-                         "engine_precision": "bf16" if isinstance(engine.autocast(cfg, device), torch.autocast) else "fp32",
+                         "engine_precision": "bf16" if isinstance(inference.autocast(cfg, device), torch.autocast) else "fp32",
                          "engine_channels_last": device.type == "cuda"})
             print(f"{case:14s} batch {c['batch']:3d}  seeds' loop {seeds:9.1f} img/s  engine {ours:9.1f} img/s  "
                   f"ratio {ours / seeds:5.2f}x  engine {tflops:6.2f} TFLOP/s", flush=True)

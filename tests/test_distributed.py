@@ -12,7 +12,7 @@ import torch
 
 from conftest import ROOT
 from cpu_reference import digits_prepared
-from pipeline import engine, params
+from pipeline import inference, params
 
 DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
 
@@ -46,6 +46,6 @@ def test_two_processes_train_one_experiment_as_one_does(tmp_path):
     assert two["train_loss"].iloc[0] == pytest.approx(one["train_loss"].iloc[0], rel=1e-4)
     assert two["val_acc"].iloc[0] == pytest.approx(one["val_acc"].iloc[0], abs=0.02)
     # the checkpoint is a plain one: evaluate (one process) loads it
-    model, ckpt, _ = engine.load_model(tmp_path / "two" / "model.pt")
+    model, ckpt, _ = inference.load_model(tmp_path / "two" / "model.pt")
     assert ckpt["epoch"] == json.loads((tmp_path / "two" / "train.json").read_text())["epoch"]
     assert model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, 10)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from cpu_reference import REFERENCE, digits_prepared, histories
-from pipeline import data, engine, params, recipes
+from pipeline import data, engine, inference, params, recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
@@ -75,7 +75,7 @@ class HostReads:
 
 def test_the_step_loop_reads_nothing_back_until_the_epoch_ends(prepared, monkeypatch):
     cfg = config()
-    model = engine.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]})
+    model = inference.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]})
     split = data.load_split(prepared, "train", torch.device("cpu"))
     optimizer = recipes.make_optimizer(cfg, model.parameters())
     steps = -(-len(split) // cfg["batch_size"])
@@ -90,12 +90,12 @@ def test_the_step_loop_reads_nothing_back_until_the_epoch_ends(prepared, monkeyp
 def test_no_synchronising_cuda_call_in_the_step_loop(prepared):
     cfg = config(device="cuda")
     device = torch.device("cuda")
-    model = engine.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]}).to(device)
+    model = inference.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]}).to(device)
     split = data.load_split(prepared, "train", device)
     optimizer = recipes.make_optimizer(cfg, model.parameters())
     run = lambda: engine.run_epoch(model, split, recipes.make_loss(cfg), optimizer, cfg,  # noqa: E731
                                    torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), "t",
-                                   engine.autocast(cfg, device), engine.channels_last(model, device))
+                                   inference.autocast(cfg, device), inference.channels_last(model, device))
     run()                                             # warm-up: allocator and cuDNN set-up may sync
     torch.cuda.set_sync_debug_mode("warn")
     try:
@@ -112,7 +112,7 @@ def test_no_synchronising_cuda_call_in_the_step_loop(prepared):
     ("auto", "cpu", False), ("fp32", "cpu", False), ("bf16", "cpu", True),
     ("auto", "cuda", True), ("fp32", "cuda", False), ("bf16", "cuda", True)])
 def test_precision_per_device(precision, device, bf16):
-    ctx = engine.autocast({"precision": precision}, torch.device(device))
+    ctx = inference.autocast({"precision": precision}, torch.device(device))
     if bf16:
         assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
     else:

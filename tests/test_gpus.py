@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from pipeline import engine, gpus
+from pipeline import gpus, inference
 
 # A job: claim one of `count` GPUs, print its index, hold it until stdin closes.
 JOB = ("import sys; from pipeline import gpus; i = gpus.claim(int(sys.argv[1]), wait_s=0.05, n=int(sys.argv[2])); "
@@ -77,22 +77,33 @@ def test_device_auto_claims_a_gpu_only_when_there_are_several(monkeypatch):
     monkeypatch.setattr(torch.cuda, "set_device", lambda d: None)
     monkeypatch.setattr(gpus, "claim", lambda count, n=1: claims.append(count) or 2)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    assert engine.pick_device("auto") == torch.device("cuda", 2) and claims == [4]
+    assert inference.pick_device("auto") == torch.device("cuda", 2) and claims == [4]
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert engine.pick_device("auto") == torch.device("cuda") and claims == [4]
-    assert engine.pick_device("cpu") == torch.device("cpu")
+    assert inference.pick_device("auto") == torch.device("cuda") and claims == [4]
+    assert inference.pick_device("cpu") == torch.device("cpu")
 
 
-def test_a_snakemake_train_job_takes_as_many_gpus_as_its_devices():
-    from types import SimpleNamespace
+def test_a_snakemake_train_job_takes_as_many_gpus_as_its_devices(project):
+    """From the dry run's own job list: a train job takes its experiment's `devices` GPUs, an
+    evaluate job one, the data stages none."""
+    import re
 
-    from pipeline import params, stages
-    p = params.load(ROOT / "params.yaml")
+    import yaml
+
+    from conftest import run
+    p = yaml.safe_load((project / "params.yaml").read_text())
     one, two = list(p["experiments"])[:2]
     p["experiments"][two]["devices"] = 3
-    smk = stages.Snakemake(p)
-    assert smk.devices(SimpleNamespace(exp=one)) == 1 and smk.devices(SimpleNamespace(exp=two)) == 3
-    assert "resources: gpu=SMK.devices" in (ROOT / "Snakefile").read_text()
+    (project / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    out = run(["snakemake", "-n", "--cores", "4", "--resources", "gpu=4"], cwd=project).stdout
+    gpus = {}
+    for job in re.split(r"\n(?=(?:local)?rule \w+:)", out)[1:]:   # one block per job
+        rule = re.match(r"(?:local)?rule (\w+):", job)[1]
+        wildcard = re.search(r"wildcards: \w+=(\w+)", job)
+        gpu = re.search(r"resources: .*gpu=(\d+)", job)
+        gpus[(rule, wildcard[1] if wildcard else None)] = int(gpu[1]) if gpu else 0
+    assert gpus[("train", one)] == 1 and gpus[("train", two)] == 3
+    assert gpus[("evaluate", two)] == 1 and gpus[("prepare", "digits")] == 0
 
 
 def test_a_ddp_job_shows_its_ranks_only_the_gpus_it_claimed(monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import augment, engine, models, recipes
+from pipeline import augment, engine, inference, models, recipes
 from pipeline.stage import PipelineError
 
 BASE = {"lr": 0.1, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False}
@@ -267,17 +267,17 @@ def test_finetune_last_layer_loads_the_parent_body_and_freezes_it(tmp_path):
     meta = {"channels": 1, "image_size": [8, 8], "classes": list("0123456789")}
     stats = {"mean": [0.5], "std": [0.25]}
     spec = {"name": "lenet", "channels": [4], "fc": [8]}
-    parent = engine.build_model({"name": "p", "model": spec}, meta, stats)
+    parent = inference.build_model({"name": "p", "model": spec}, meta, stats)
     (tmp_path / "p").mkdir()
     torch.save({"state_dict": parent.state_dict()}, tmp_path / "p" / "model.pt")
     child_config = {"name": "c", "model": spec, "pretrained": "p", "finetune": "last_layer"}
-    child = engine.build_model(child_config, {**meta, "classes": list("abc")}, stats)
+    child = inference.build_model(child_config, {**meta, "classes": list("abc")}, stats)
     engine.init_pretrained(child, child_config, tmp_path)
     assert torch.equal(child.net[0].weight, parent.net[0].weight)           # body copied
     assert child.net[-1].out_features == 3                                   # new head
     assert [n for n, p in child.named_parameters() if p.requires_grad] == ["net.6.weight", "net.6.bias"]
     other = {"name": "c", "model": {"name": "lenet", "channels": [6], "fc": [8]}, "pretrained": "p"}
     with pytest.raises(PipelineError, match="does not match"):
-        engine.init_pretrained(engine.build_model(other, meta, stats), other, tmp_path)
+        engine.init_pretrained(inference.build_model(other, meta, stats), other, tmp_path)
     with pytest.raises(PipelineError, match="no checkpoint"):
         engine.init_pretrained(child, {**child_config, "pretrained": "missing"}, tmp_path)

@@ -68,7 +68,10 @@ def test_code_deps_cover_what_the_stage_imports(stage):
 def test_code_deps_follow_lazy_imports_and_nothing_else():
     train, evaluate, stats = (set(stages.code_deps(f"pipeline.{s}")) for s in ("train", "evaluate", "stats"))
     assert {"pipeline/engine.py", "pipeline/augment.py", "pipeline/models/resnet.py"} <= train   # imported in train()
-    assert {"pipeline/engine.py", "pipeline/data.py"} <= evaluate
+    assert {"pipeline/inference.py", "pipeline/data.py", "pipeline/models/resnet.py"} <= evaluate
+    # evaluate runs a model; it needs none of training's loop, recipes, resume state or DDP
+    assert not {"pipeline/engine.py", "pipeline/recipes.py", "pipeline/resume.py", "pipeline/distributed.py",
+                "pipeline/train.py"} & evaluate
     assert "pipeline/report/figures.py" in stages.code_deps("pipeline.report")
     assert "pipeline/templates/report.html.j2" in stages.code_deps("pipeline.report")
     assert not {"pipeline/engine.py", "pipeline/train.py", "pipeline/report/__init__.py"} & stats
@@ -164,3 +167,40 @@ def test_the_snakefile_reports_bad_params_and_missing_sources_in_one_line(projec
         r = run(["snakemake", "-n"], cwd=project, check=False)
         assert r.returncode == 1 and r.stderr.strip().splitlines()[-1] == line, r.stderr
         assert "Traceback" not in r.stderr and "File " not in r.stderr
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every pipeline module -> the pipeline modules it imports (from the source, lazy imports too)."""
+    from pipeline import imports
+    modules = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for p in (ROOT / "pipeline").rglob("*.py")]
+    return {m: imports.imported(m) for m in modules}
+
+
+def test_the_pipeline_package_has_no_import_cycle():
+    graph, state, path = import_graph(), {}, []
+
+    def visit(m):                       # depth first; a module met again on the path is a cycle
+        state[m] = "open"
+        path.append(m)
+        for n in sorted(graph.get(m, ())):
+            assert state.get(n) != "open", f"import cycle: {' -> '.join(path[path.index(n):] + [n])}"
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = "done"
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert len(graph) > 30 and graph["pipeline.train"]          # the walk saw the package
+
+
+def test_no_stage_computes_with_the_tools_wiring_or_imports_by_name():
+    """Editing the tools' wiring (the stage table, the lock) retrains nothing: no stage's code
+    depends on it, and no module hides an import from the scanner behind importlib."""
+    wiring = {"pipeline/stages.py", "pipeline/lock.py"}
+    for stage in stages.STAGES:
+        assert not wiring & set(stages.code_deps(stage.module)), stage.name
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        text = path.read_text()
+        assert "import_module(" not in text and "__import__(" not in text, path

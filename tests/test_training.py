@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cpu_reference import digits_prepared
-from pipeline import engine, layers, params, train
+from pipeline import engine, inference, layers, params, train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
@@ -99,9 +99,9 @@ def test_val_loss_is_plain_cross_entropy_whatever_the_training_loss(prepared, tm
     from pipeline import data
     fit(config(label_smoothing=0.3, epochs=1), prepared, tmp_path)
     h = pd.read_csv(tmp_path / "history.csv")
-    model, _, _ = engine.load_model(tmp_path / "model.pt")
+    model, _, _ = inference.load_model(tmp_path / "model.pt")
     val = data.load_split(prepared, "val", torch.device("cpu"))
-    logits = engine.predict(model, val, 32)
+    logits = inference.predict(model, val, 32)
     assert h["val_loss"].iloc[0] == pytest.approx(torch.nn.functional.cross_entropy(logits, val.labels).item(), rel=1e-6)
     smoothed = torch.nn.functional.cross_entropy(logits, val.labels, label_smoothing=0.3).item()
     assert abs(h["val_loss"].iloc[0] - smoothed) > 1e-3
@@ -111,7 +111,7 @@ def test_last_layer_finetuning_keeps_the_body_in_eval_mode_and_the_head_training
     """A frozen body keeps its BatchNorm statistics; dropout in the head still drops."""
     meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
     cfg = config(model={"name": "vgg", "layers": [4, "M"], "head": [16], "dropout": 0.5}, finetune="last_layer")
-    model = engine.build_model(cfg, meta, stats)
+    model = inference.build_model(cfg, meta, stats)
     engine.train_mode(model, cfg)
     modes = {type(m).__name__: m.training for m in model.net.modules() if not list(m.children())}
     assert modes["BatchNorm2d"] is False and modes["Dropout"] is True and modes["Linear"] is True
@@ -121,7 +121,7 @@ def test_last_layer_finetuning_keeps_the_body_in_eval_mode_and_the_head_training
 
 def test_normalize_none_only_scales_to_unit_range(prepared):
     meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
-    model = engine.build_model(config(normalize="none"), meta, stats)
+    model = inference.build_model(config(normalize="none"), meta, stats)
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
     assert model.normalize(x).flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
 
@@ -171,4 +171,4 @@ def test_transfer_from_another_experiment_through_the_cli(prepared, tmp_path):
 def test_missing_parent_checkpoint_is_a_clear_error(prepared, tmp_path):
     cfg = config(pretrained="nowhere")
     with pytest.raises(engine.PipelineError, match="no checkpoint at .*nowhere.*train experiment nowhere first"):
-        train.parent_checkpoint(cfg, tmp_path)
+        engine.parent_checkpoint(cfg, tmp_path)

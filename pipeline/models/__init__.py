@@ -13,37 +13,6 @@ The classifier head of every model is its last nn.Linear: transfer learning repl
 """
 from __future__ import annotations
 
-from typing import Callable
-
-from torch import nn
-
-MODELS: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    def wrap(builder):
-        MODELS[name] = builder
-        return builder
-    return wrap
-
-
-def build(spec: dict, in_channels: int, image_size: tuple[int, int], num_classes: int, **extra) -> nn.Module:
-    """spec: the experiment's `model:` entry, e.g. {"name": "lenet", "channels": [16, 32]}."""
-    cfg = dict(spec)
-    name = cfg.pop("name")
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(sorted(MODELS))}")
-    return MODELS[name](in_channels=in_channels, image_size=tuple(image_size),
-                        num_classes=num_classes, **cfg, **extra)
-
-
-def head_name(model: nn.Module) -> str:
-    """Qualified name of the classifier head: the model's last nn.Linear."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not names:
-        raise ValueError(f"{type(model).__name__} has no nn.Linear head")
-    return names[-1]
-
-
-from pipeline.models import (ablation, basenet, cifarnet, lenet, mlp, resnet,  # noqa: E402,F401
-                             tv_resnet, vgg)  # (registers the families)
+from pipeline.models import (ablation, basenet, cifarnet, lenet, mlp, resnet,  # noqa: F401 (each registers itself)
+                             tv_resnet, vgg)
+from pipeline.models._registry import MODELS, build, head_name, register  # noqa: F401 (the interface)

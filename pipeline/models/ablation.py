@@ -6,7 +6,7 @@ BatchNorm, a 4th unpooled conv (256) and longer fc stacks, each hidden fc follow
 """
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 from pipeline.models.blocks import ACTIVATIONS, conv_stack
 
 

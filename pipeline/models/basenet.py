@@ -6,7 +6,7 @@ unpadded 5x5 convs (6, 16) each with ReLU and 2x2 max-pool, then fc 400 -> 50 (T
 """
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 from pipeline.models.blocks import fc_layers
 
 

@@ -5,7 +5,7 @@ noted). `width` scales every channel count, for cheap demo instances only.
 """
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 from pipeline.models.blocks import conv_stack, scale
 
 # conv1 64 / conv2_0 128 + pool / conv2_1, conv2_2 128 / conv3_0 256 + pool / conv4_0 256 + pool /

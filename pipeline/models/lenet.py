@@ -1,7 +1,7 @@
 """LeNet-style CNN: conv 5x5 (same padding) + ReLU + 2x2 max-pool blocks, then an fc stack."""
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 from pipeline.models.blocks import fc_layers
 
 

@@ -1,7 +1,7 @@
 """A multi-layer perceptron on flattened pixels: the simplest baseline."""
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 from pipeline.models.blocks import fc_layers
 
 

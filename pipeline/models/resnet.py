@@ -7,7 +7,7 @@ conv3x3 32 + BN + ReLU, stages of [2, 4, 4, 2] blocks with 32/64/128/256 channel
 """
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 
 
 def conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:

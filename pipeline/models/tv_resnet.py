@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 
 ARCHS = ("resnet18", "resnet50")
 

@@ -5,7 +5,7 @@ seed 001 (vgg_custom_128): an 8-conv body, AdaptiveAvgPool2d(1), fc 4096, at 128
 """
 from torch import nn
 
-from pipeline.models import register
+from pipeline.models._registry import register
 from pipeline.models.blocks import conv_stack
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]

@@ -130,23 +130,17 @@ def report(study: dict, results: Path, prepared: Path, stats: Path, out: Path, l
     return context
 
 
-def render_despite_failure(root: Path = Path(".")) -> None:
-    """Render the report from whatever exists, failures shown with their stage's one line, at the
-    path the report stage writes; then date it 1970, so that neither tool takes it as current (DVC
-    has no record of it; Snakemake sees it older than every input) and the next run rebuilds it.
-    Tables only, no figures: it is rendered while the failing stage (or Snakemake, holding the
-    workspace) waits, and the next successful run draws them.
-
-    Called by a failing train or evaluate stage (so `dvc repro` leaves a report) and by the
-    Snakefile's onerror (so `snakemake -k` leaves one covering every experiment). Never raises:
-    the failure being reported matters more."""
+def render_despite_failure(paths: dict[str, Path], out: Path, root: Path) -> None:
+    """Render the report from whatever exists (`paths`: the report stage's inputs by option:
+    study, results, prepared, stats), failures shown with their stage's one line, at `out`; then
+    date it 1970, so that neither tool takes it as current (DVC has no record of it; Snakemake sees
+    it older than every input) and the next run rebuilds it. Tables only, no figures: it is
+    rendered while the failing stage (or Snakemake, holding the workspace) waits, and the next
+    successful run draws them. Never raises: the failure being reported matters more."""
     import os
-    from pipeline.stages import BY_NAME
-    paths = {opt: Path(dep.path if hasattr(dep, "path") else dep) for opt, dep in BY_NAME["report"].deps.items()}
-    out = root / BY_NAME["report"].outs["out"].path
     try:
-        report(stage.read_json(root / paths["study"]), root / paths["results"], root / paths["prepared"],
-               root / paths["stats"], out, logs=root / "logs", root=root.resolve(), draw=False)
+        report(stage.read_json(paths["study"]), paths["results"], paths["prepared"], paths["stats"], out,
+               logs=root / "logs", root=root.resolve(), draw=False)
         os.utime(out, (1, 1))   # 1, not 0: Snakemake takes an mtime of 0 for none at all
         log.info("rendered %s with the failure shown (dated 1970: the next run rebuilds it)", out)
     except Exception as e:  # noqa: BLE001

@@ -1,0 +1,120 @@
+"""A model from its config, and running it: device, CPU threads, precision, memory format, the
+model itself (normalisation, resize, the registered network), prediction, and loading a saved
+checkpoint. What evaluate needs; the training loop (engine.py) builds on it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline import augment, data, gpus, models
+from pipeline.stage import PipelineError
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto`: the CPU without CUDA; with several GPUs, one no other job of this machine holds
+    (pipeline/gpus.py), so that K jobs at once train on K GPUs, not all on cuda:0."""
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if count == 1:
+            return torch.device("cuda")
+        device = torch.device("cuda", gpus.claim(count))
+        torch.cuda.set_device(device)
+        return device
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device: {name} asked for but CUDA is not available; set device: auto or cpu")
+    return torch.device(name)
+
+
+def set_threads(config: dict, ranks: int = 1) -> int:
+    """Give torch's CPU kernels the config's thread count and return it. `auto`: the cores this
+    process may use (its CPU affinity: SLURM's allocation, taskset), split among `ranks` DDP
+    processes. A float sum's order depends on the count, so it is part of the result: set here
+    from the config, never inherited (Snakemake runs a job under OMP_NUM_THREADS=1, DVC under
+    the machine's default), it is the same under either tool, and run.json records it."""
+    threads = config.get("threads", "auto")
+    if threads == "auto":
+        threads = max(1, len(os.sched_getaffinity(0)) // ranks)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def autocast(config: dict, device: torch.device):
+    """The forward pass's precision: `precision: auto` is bf16 autocast on CUDA and fp32 on the
+    CPU (where fp32 is the bit-for-bit reproducible baseline); `fp32` and `bf16` say it outright."""
+    precision = config.get("precision", "auto")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+def channels_last(model: nn.Module, device: torch.device) -> bool:
+    """NHWC for convolutional models on CUDA (what tensor-core convolutions want)."""
+    return device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def input_size(config: dict, meta: dict) -> tuple[int, int]:
+    """The size the model sees: `input_size` when the recipe resizes, else the data set's own."""
+    s = config.get("input_size")
+    return (s, s) if s else tuple(meta["image_size"])
+
+
+def normalisation(config: dict, meta: dict, stats: dict) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std): the training split's, ImageNet's (what pretrained weights expect), 0.5,
+    or none (0, 1: pixels scaled to [0, 1] only)."""
+    how, c = config.get("normalize", "dataset"), meta["channels"]
+    if how == "imagenet":
+        if c != 3:
+            raise PipelineError(f"normalize: imagenet needs 3-channel images, {config['dataset']} has {c}; "
+                                f"use normalize: dataset")
+        return IMAGENET_MEAN, IMAGENET_STD
+    if how == "half":
+        return [0.5] * c, [0.5] * c
+    if how == "none":
+        return [0.0] * c, [1.0] * c
+    return stats["mean"], stats["std"]
+
+
+def build_model(config: dict, meta: dict, stats: dict, **extra) -> nn.Module:
+    """uint8 (B, C, H, W) -> normalise -> resize to the input size -> the registered model -> logits."""
+    size = input_size(config, meta)
+    try:
+        net = models.build(config["model"], meta["channels"], size, len(meta["classes"]), **extra)
+    except ValueError as e:
+        raise PipelineError(f"experiment {config['name']}: model: {e}; set input_size (e.g. input_size: 32) "
+                            f"to resize the images, or use fewer pooling layers") from None
+    mean, std = normalisation(config, meta, stats)
+    resize = augment.Resize(size[0]) if config.get("input_size") else nn.Identity()
+    return nn.Sequential(OrderedDict(normalize=data.Normalize(mean, std), resize=resize, net=net))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, split: data.Split, batch_size: int,
+            precision=contextlib.nullcontext(), nhwc: bool = False) -> torch.Tensor:
+    """Logits for the whole split, in order: (N, num_classes) float32 on the CPU (one copy at the end)."""
+    model.eval()
+    with precision:
+        out = [model(data.memory_format(x, nhwc)).float() for x, _ in data.batches(split, batch_size)]
+    return torch.cat(out).cpu()
+
+
+def load_model(checkpoint: Path) -> tuple[nn.Module, dict, torch.device]:
+    """The checkpoint's model on the device its config asks for, with the checkpoint dict."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    set_threads(ckpt["config"])
+    device = pick_device(ckpt["config"]["device"])
+    model = build_model(ckpt["config"], ckpt["meta"], ckpt["stats"])
+    model.load_state_dict(ckpt["state_dict"])
+    model = model.to(device)
+    if channels_last(model, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model, ckpt, device
