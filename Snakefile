@@ -35,6 +35,7 @@ if workflow.is_main_process:
     else:
         configure(PARAMS, CONFIGS, SOURCES)
 STUDY = stages.Snakemake(PARAMS)
+SHELL = {stage.name: STUDY.shell(stage) for stage in stages.RULES}
 
 wildcard_constraints:
     ds="[a-z][a-z0-9_]*",
@@ -67,4 +68,6 @@ for stage in stages.RULES:
         threads: STUDY.threads if stage.gpus else 1
         resources: **STUDY.resources(stage)
         conda: "envs/pipeline.yaml"
-        shell: STUDY.shell(stage)
+        # Snakemake evaluates this once here and again when the job runs, where `stage` is the
+        # loop's last: there the job's own rule name (an argument named `rule`) picks the command.
+        shell: SHELL[locals().get("rule", stage.name)]

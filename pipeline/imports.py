@@ -57,3 +57,17 @@ def code_deps(module: str) -> tuple[str, ...]:
     files = {str(source(m).relative_to(ROOT)) for m in seen if m != "pipeline"}
     files.update(f for m in seen for f in DATA_FILES.get(m, []))
     return tuple(sorted(files))
+
+
+@functools.cache
+def model_families() -> dict[str, str]:
+    """Registry name -> the file of pipeline/models that registers it (`@register("name")`), read
+    from the source: a job that builds one model depends on its family's file, not every family's."""
+    found = {}
+    for path in sorted((PACKAGE / "models").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            for d in getattr(node, "decorator_list", []):
+                if (isinstance(d, ast.Call) and getattr(d.func, "id", None) == "register" and d.args
+                        and isinstance(d.args[0], ast.Constant)):
+                    found[d.args[0].value] = str(path.relative_to(ROOT))
+    return found

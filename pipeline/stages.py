@@ -207,8 +207,19 @@ class Snakemake:
         extra = EXTRA_INPUTS.get(stage.name)
         if extra:
             inputs["extra"] = lambda wildcards: extra(self.params, wildcards)
-        inputs["code"] = list(code_deps(stage.module))
+        code = list(code_deps(stage.module))
+        inputs["code"] = self._own_family(code) if stage.foreach == "experiments" else code
         return inputs
+
+    def _own_family(self, code: list[str]):
+        """The code of a job on one experiment: of the model families, only its model's file. (DVC's
+        foreach cannot map a model name to its file: there every family's edit reruns the job.)"""
+        families = imports.model_families()
+
+        def files(wildcards) -> list[str]:
+            own = families[self.params["experiments"][wildcards.exp]["model"]["name"]]
+            return [f for f in code if f == own or f not in families.values()]
+        return files
 
     def resources(self, stage: Stage) -> dict:
         """The `gpu` resource a job takes (`--resources gpu=K` runs at most K GPUs' worth at once)."""

@@ -189,3 +189,12 @@ def test_layer_table_marks_frozen_layers():
     conv, fc = table[table["type"] == "Conv2d"].iloc[0], table[table["type"] == "Linear"].iloc[0]
     assert (conv["params"], conv["trainable"]) == (4 * 25 + 4, 0)
     assert fc["trainable"] == fc["params"] == 4 * 4 * 4 * 10 + 10
+
+
+def test_the_source_scan_finds_each_models_family_file():
+    """What Snakemake's train/evaluate jobs depend on: the file that registers their model."""
+    from pipeline import imports
+    found = imports.model_families()
+    assert found.keys() == models.MODELS.keys()
+    for name, builder in models.MODELS.items():
+        assert found[name] == builder.__module__.replace(".", "/") + ".py", name

@@ -154,6 +154,12 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
     jobs, out = snakemake(project)
     assert jobs == set() and "Nothing to be done" in out
 
+    # one model family's code: the experiments of that family only
+    with open(project / "pipeline/models/lenet.py", "a") as f:
+        f.write("# a note on LeNet\n")
+    jobs, _ = snakemake(project)
+    assert jobs == {"train@digits_lenet_adam", "evaluate@digits_lenet_adam", "report"}
+
     # one data set's split: its chain and its experiments only
     edit_params(project, lambda d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
     jobs, _ = snakemake(project)
