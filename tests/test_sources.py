@@ -402,3 +402,10 @@ def test_cli_error_is_one_line_and_leaves_nothing(project):
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("error: data/sources/mine: missing or a broken link")
     assert not (project / "data/raw/mine").exists()
+
+
+def test_every_source_kind_is_in_the_schema_and_nothing_else():
+    """The schema's enum of source kinds and the code's table cannot drift apart."""
+    from pipeline import sources
+    source = params.load_schema()["$defs"]["source"]
+    assert set(source["properties"]["kind"]["enum"]) == set(sources.KINDS)
