@@ -85,7 +85,7 @@ KEEP = ("digits_mlp", "digits_lenet_adam")   # cheap; digits_mlp inherits lr, di
 def trim_for_tests(doc) -> None:
     """Few, short experiments (the rerun logic, not accuracy, is under test), a second data set,
     and an experiment fine-tuned from another one's checkpoint."""
-    doc["epochs"] = 2
+    doc["epochs"], doc["lr"] = 2, 0.05   # the tests' own values, whatever params.yaml's defaults are
     doc["threads"] = 1             # the tests run two tool invocations at once on two cores
     for name in [e for e in doc["experiments"] if e not in KEEP]:
         del doc["experiments"][name]
@@ -143,6 +143,7 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
 
     # the global lr, typed the way ML people write it (YAML 1.2 reads 1e-2 as a number)
     text = (project / "params.yaml").read_text()
+    assert "\nlr: 0.05 " in text
     (project / "params.yaml").write_text(text.replace("\nlr: 0.05 ", "\nlr: 1e-2 ", 1))
     jobs, _ = snakemake(project)
     assert_reran_for_global_lr(jobs, demo)
@@ -209,8 +210,9 @@ def test_dvc_run_cache_experiments_and_overrides(project, demo):
     ran, out = dvc(project, "exp", "run", "-S", "lr=1e-5")
     assert_reran_for_global_lr(ran, demo)
     diff = run(["git", "diff", "-U0", "params.yaml"], cwd=project).stdout
-    assert [l for l in diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---")] == [
-        "-lr: 0.05            # float > 0. Learning rate", "+lr: 1e-05           # float > 0. Learning rate"]
+    removed, added = [l for l in diff.splitlines() if l[:1] in "+-" and l[:3] not in ("+++", "---")]
+    assert removed.startswith("-lr: 0.05 ") and added.startswith("+lr: 1e-05 ")      # that line only,
+    assert removed.split("#")[1] == added.split("#")[1] and "#" in removed           # its comment kept
 
     # back to the original value: everything comes from the run-cache, nothing trains
     start = time.perf_counter()
