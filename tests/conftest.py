@@ -11,6 +11,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent          # the venv's snakemake and dvc live beside its python
+# The unit tests' params (defaults and the demo study): a frozen copy, not the live params.yaml.
+TEST_PARAMS = ROOT / "tests" / "data" / "params.yaml"
+
+
+def unit_params() -> dict:
+    from pipeline import params
+    return params.load(TEST_PARAMS)
+
+
+def training_defaults() -> dict:
+    from pipeline import params
+    return {k: v for k, v in unit_params().items() if k in params.training_keys()}
 
 
 def project_files() -> list[str]:

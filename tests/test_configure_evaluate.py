@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import unit_params
 from pipeline import configure, evaluate
 from pipeline import params as P
 from pipeline.stage import PipelineError
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
-    params = P.load(ROOT / "params.yaml")
+    params = unit_params()
     inherits = [n for n, e in params["experiments"].items() if "lr" not in e]
     own = [n for n, e in params["experiments"].items() if "lr" in e]
     out, links = tmp_path / "configs", tmp_path / "sources"
@@ -49,7 +50,7 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
 def test_a_folder_source_is_linked_and_its_listing_changes_with_any_file_inside(tmp_path):
     import miniatures as mini
     photos = mini.image_folder(tmp_path / "photos", {"cat": 3, "dog": 3})
-    params = {**P.load(ROOT / "params.yaml"), "datasets": {
+    params = {**unit_params(), "datasets": {
         "pets": {"source": {"kind": "folder", "path": str(photos)}, "test_fraction": 0.3, "val_fraction": 0,
                  "split_seed": 0},
         "digits": {"source": {"kind": "sklearn_digits"}, "test_fraction": 0.2, "val_fraction": 0.2, "split_seed": 0}},
@@ -75,7 +76,7 @@ def test_a_folder_source_is_linked_and_its_listing_changes_with_any_file_inside(
 
 
 def test_a_fine_tuned_experiment_carries_its_parents_config(tmp_path):
-    params = P.load(ROOT / "params.yaml")
+    params = unit_params()
     child = next(n for n, e in params["experiments"].items() if e.get("pretrained") not in (None, "imagenet"))
     parent = params["experiments"][child]["pretrained"]
     cfg = P.experiment_config(params, child)
@@ -118,7 +119,7 @@ def test_a_two_class_folder_data_set_runs_through_evaluate_and_the_report(tmp_pa
     import miniatures as mini
     from pipeline import download, engine, prepare, report, stats
     photos = mini.image_folder(tmp_path / "photos", {"cat": 9, "dog": 9}, split_dirs=True)
-    params = {**P.load(ROOT / "params.yaml"), "study": "pets", "epochs": 1, "batch_size": 4,
+    params = {**unit_params(), "study": "pets", "epochs": 1, "batch_size": 4,
               "datasets": {"pets": {"source": {"kind": "folder", "path": str(photos)}, "image_size": 8,
                                     "channels": 3, "val_fraction": 0.2, "split_seed": 0}},
               "experiments": {"pets_lenet": {"dataset": "pets", "model": {"name": "lenet"}}}}

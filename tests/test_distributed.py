@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, training_defaults
 from cpu_reference import digits_prepared
-from pipeline import inference, params
+from pipeline import inference
 
-DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+DEFAULTS = training_defaults()
 
 
 def run_train(config: dict, prepared, out) -> subprocess.CompletedProcess:

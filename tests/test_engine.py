@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from cpu_reference import REFERENCE, digits_prepared, histories
-from pipeline import data, engine, inference, params, recipes
+from conftest import training_defaults
+from pipeline import data, engine, inference, recipes
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+DEFAULTS = training_defaults()
 
 
 # Bit-identity is a property of one machine and library build: oneDNN and ATen pick other kernels

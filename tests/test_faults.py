@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run, tool_env
+from conftest import ROOT, run, tool_env, training_defaults
 from cpu_reference import digits_prepared
-from pipeline import engine, params, resume
+from pipeline import engine, resume
 
-DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+DEFAULTS = training_defaults()
 OUTPUTS = ("model.pt", "history.csv", "train.json", "run.json", "layers.csv")
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import unit_params
 from pipeline import engine, inference, layers, models, params
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = params.load(ROOT / "params.yaml")
+PARAMS = unit_params()
 # (channels, image size, classes) of each data set the studies use, before any input_size resize.
 SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "cifar100_full": (3, 32, 100), "cifar100_8020": (3, 32, 100),
           "tiny_imagenet": (3, 64, 200), "cub200": (3, 256, 200), "cifar10_jpeg": (3, 32, 10)}

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from cpu_reference import digits_prepared
-from pipeline import engine, inference, layers, params, train
+from conftest import training_defaults
+from pipeline import engine, inference, layers, train
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULTS = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
+DEFAULTS = training_defaults()
 
 
 @pytest.fixture(scope="module")
