@@ -43,8 +43,9 @@ def load_schema() -> dict:
 
 
 def training_keys() -> list[str]:
-    """The keys that are top-level defaults and per-experiment overrides (lr, epochs, ...)."""
-    return list(load_schema()["$defs"]["training"])
+    """The keys that are top-level defaults and per-experiment overrides (lr, epochs, ...): the
+    schema's $defs/training, where each is declared once."""
+    return list(load_schema()["$defs"]["training"]["properties"])
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -53,9 +54,11 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 def _did_you_mean(error: jsonschema.ValidationError) -> str:
     """For an unknown key, the closest key the schema allows there (a typo'd `lrr` -> `lr`)."""
-    if error.validator != "additionalProperties":
+    if error.validator not in ("additionalProperties", "unevaluatedProperties"):
         return ""
     allowed = list(error.schema.get("properties", {}))
+    if error.schema.get("$ref") == "#/$defs/training":   # the top level, an experiment
+        allowed += training_keys()
     extra = [k for k in error.instance if k not in allowed]
     hints = [f"did you mean {m[0]!r} for {k!r}?" for k in extra
              if (m := difflib.get_close_matches(k, allowed, n=1))]
@@ -66,12 +69,18 @@ def _schema_check(instance: object, schema: dict, source: str, prefix: str = "")
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is not None:
-        raise ParamsError(f"{source}: {prefix}{_key_path(error)}: {error.message}{_did_you_mean(error)}")
+        # the same words for an unknown key wherever it is ("unevaluated" is JSON Schema's jargon)
+        message = error.message.replace("Unevaluated properties are not allowed", "Additional properties are not allowed")
+        raise ParamsError(f"{source}: {prefix}{_key_path(error)}: {message}{_did_you_mean(error)}")
 
 
 def validate(params: object, source: str = "params.yaml") -> dict:
     """Return params if they satisfy the schema and cross-references; else raise ParamsError."""
     _schema_check(params, load_schema(), source)
+    missing = [key for key in training_keys() if key not in params]
+    if missing:
+        raise ParamsError(f"{source}: (top level): {missing[0]!r} is a required property: every training key has "
+                          f"its default at the top level (see the schema's $defs/training)")
     check_study(params, params, source)
     return params
 

@@ -31,8 +31,9 @@ def load_study(path: Path, defaults: dict) -> dict:
         raise ParamsError(f"{path}: no such study file (studies: {known}); create it with a `datasets:` "
                           f"and an `experiments:` mapping, like studies/demo.yaml")
     study = params_mod.read_yaml(path)
-    schema = {**params_mod.load_schema(), "$ref": "#/$defs/study"}
-    schema.pop("required"), schema.pop("properties"), schema.pop("additionalProperties")
+    schema = {**params_mod.load_schema(), "$ref": "#/$defs/study"}   # the $defs, checking a study file
+    for key in ("required", "properties", "unevaluatedProperties"):
+        schema.pop(key)
     params_mod._schema_check(study, schema, str(path))
     params_mod.check_study(study, defaults, str(path))
     return study

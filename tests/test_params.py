@@ -160,3 +160,19 @@ def test_the_study_must_be_one_of_the_studies_folder(good, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({**good, "study": "dmeo"}))
     with pytest.raises(P.ParamsError, match=r"study: 'dmeo' is not a study of .*studies/ \(demo\); set it"):
         P.load(tmp_path / "params.yaml")
+
+
+def test_a_training_key_is_declared_once(good, monkeypatch):
+    """One entry in the schema's $defs/training makes a key a top-level default (required there)
+    and a per-experiment override, resolved into the experiment's config."""
+    schema = copy.deepcopy(P.load_schema())
+    schema["$defs"]["training"]["properties"]["warmup"] = {"type": "integer", "minimum": 0}
+    monkeypatch.setattr(P, "load_schema", lambda: schema)
+    name = next(iter(good["experiments"]))
+    p = broken(good, lambda p: (p.update(warmup=1), p["experiments"][name].update(warmup=3)))
+    P.validate(p)
+    assert P.experiment_config(p, name)["warmup"] == 3
+    with pytest.raises(P.ParamsError, match=r"'warmup' is a required property"):
+        P.validate(broken(p, lambda p: p.pop("warmup")))
+    with pytest.raises(P.ParamsError, match=r"warmup: -1 is less than the minimum of 0"):
+        P.validate(broken(p, lambda p: p["experiments"][name].update(warmup=-1)))
