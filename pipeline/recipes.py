@@ -30,41 +30,52 @@ def make_optimizer(config: dict, params) -> torch.optim.Optimizer:
     return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=wd)
 
 
+LR = torch.optim.lr_scheduler
+
+
+def _piecewise(optimizer, opts: dict, epochs: int):
+    """lrs[i] from epoch epochs[i] (1-based) on: seed 000's birds recipe."""
+    starts, lrs, base = opts["epochs"], opts["lrs"], optimizer.param_groups[0]["lr"]
+    return LR.LambdaLR(optimizer, lambda e: lrs[max(0, bisect.bisect_right(starts, e + 1) - 1)] / base)
+
+
+def _cosine(optimizer, opts: dict, epochs: int):
+    """Epoch e (0-based): linear warm-up over w epochs, then cosine to 0."""
+    w = opts.get("warmup_epochs", 0)
+    return LR.LambdaLR(optimizer, lambda e: (e + 1) / (w + 1) if e < w else
+                       0.5 * (1 + math.cos(math.pi * (e - w) / max(1, epochs - w))))
+
+
+# scheduler name -> (optimizer, its options, epochs) -> a torch scheduler (None: a constant lr)
+SCHEDULES = {
+    "none": lambda optimizer, opts, epochs: None,
+    "step": lambda optimizer, opts, epochs: LR.StepLR(optimizer, step_size=opts["step_size"],
+                                                      gamma=opts.get("gamma", 0.1)),
+    "multistep": lambda optimizer, opts, epochs: LR.MultiStepLR(optimizer, milestones=opts["milestones"],
+                                                                gamma=opts.get("gamma", 0.1)),
+    "piecewise": _piecewise,
+    "plateau": lambda optimizer, opts, epochs: LR.ReduceLROnPlateau(   # steps on val accuracy
+        optimizer, mode="max", factor=opts.get("factor", 0.1), patience=opts.get("patience", 3)),
+    "exponential": lambda optimizer, opts, epochs: LR.ExponentialLR(optimizer, gamma=opts["gamma"]),
+    "cosine": _cosine,
+}
+
+
 class Schedule:
     """A per-epoch learning-rate schedule: `step(val_acc)` after each epoch's validation."""
 
     def __init__(self, spec: dict, optimizer: torch.optim.Optimizer, epochs: int):
-        opts = {k: v for k, v in spec.items() if k != "name"}
         self.name, self.optimizer = spec["name"], optimizer
-        S = torch.optim.lr_scheduler
-        base = optimizer.param_groups[0]["lr"]
-        if self.name == "none":
-            self.sched = None
-        elif self.name == "step":
-            self.sched = S.StepLR(optimizer, step_size=opts["step_size"], gamma=opts.get("gamma", 0.1))
-        elif self.name == "multistep":
-            self.sched = S.MultiStepLR(optimizer, milestones=opts["milestones"], gamma=opts.get("gamma", 0.1))
-        elif self.name == "piecewise":   # lrs[i] from epoch epochs[i] (1-based) on; seed 000's birds recipe
-            starts, lrs = opts["epochs"], opts["lrs"]
-            self.sched = S.LambdaLR(optimizer, lambda e: lrs[max(0, bisect.bisect_right(starts, e + 1) - 1)] / base)
-        elif self.name == "plateau":
-            self.sched = S.ReduceLROnPlateau(optimizer, mode="max", factor=opts.get("factor", 0.1),
-                                             patience=opts.get("patience", 3))
-        elif self.name == "exponential":
-            self.sched = S.ExponentialLR(optimizer, gamma=opts["gamma"])
-        elif self.name == "cosine":      # epoch e (0-based): linear warm-up over w epochs, then cosine to 0
-            w = opts.get("warmup_epochs", 0)
-            self.sched = S.LambdaLR(optimizer, lambda e: (e + 1) / (w + 1) if e < w else
-                                    0.5 * (1 + math.cos(math.pi * (e - w) / max(1, epochs - w))))
-        else:
+        if self.name not in SCHEDULES:
             raise ValueError(f"unknown scheduler {self.name!r}")
+        self.sched = SCHEDULES[self.name](optimizer, {k: v for k, v in spec.items() if k != "name"}, epochs)
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
     def step(self, val_acc: float) -> None:
-        if isinstance(self.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if isinstance(self.sched, LR.ReduceLROnPlateau):
             self.sched.step(val_acc)
         elif self.sched is not None:
             self.sched.step()

@@ -281,3 +281,8 @@ def test_finetune_last_layer_loads_the_parent_body_and_freezes_it(tmp_path):
         engine.init_pretrained(inference.build_model(other, meta, stats), other, tmp_path)
     with pytest.raises(PipelineError, match="no checkpoint"):
         engine.init_pretrained(child, {**child_config, "pretrained": "missing"}, tmp_path)
+
+
+def test_every_scheduler_of_the_schema_is_in_the_table_and_nothing_else():
+    from pipeline import params
+    assert set(params.load_schema()["$defs"]["scheduler"]["properties"]["name"]["enum"]) == set(recipes.SCHEDULES)
