@@ -8,8 +8,8 @@ overrides; what train reads), <out>/datasets/<ds>.json (the data set's entry; pr
 name, and each experiment's data set, model, description, reported figure and config digest;
 the report shows only outputs made from that config).
 
-<sources>/<ds> is a link to the data set's local files (a `folder` source's folder or archive,
-else its source config): the download stage's dependency. DVC hashes what it links to, so an
+<sources>/<ds> is a link to the data set's local files (a `folder` source's folder or archive;
+for a published data set a one-line file): the download stage's dependency. DVC hashes what it links to, so an
 image added, removed or replaced in a folder reruns that data set's chain; for Snakemake, which
 compares modification times, a directory source's config carries the digest of its listing.
 
@@ -63,16 +63,17 @@ def source_config(dataset: dict) -> dict:
     return source
 
 
-def source_links(params: dict, out: Path, sources: Path) -> dict[Path, Path]:
-    """sources/<ds> -> what it links to: a folder source's folder or archive (relative where its
-    path is), else the data set's source config in `out`."""
-    links = {}
+def source_links(params: dict, sources: Path) -> dict[Path, str | Path]:
+    """sources/<ds> -> a folder source's folder or archive, to link to (relative where its path is);
+    for a published data set, a one-line file saying so (its source config is download's other
+    dependency; a link into configure's own output would dangle while DVC reruns configure)."""
+    links: dict[Path, str | Path] = {}
     for name, ds in params["datasets"].items():
         if ds["source"]["kind"] == "folder":
             target = Path(ds["source"]["path"]).expanduser()
+            links[sources / name] = target if target.is_absolute() else Path(os.path.relpath(target, sources))
         else:
-            target = out / f"datasets/{name}.source.json"
-        links[sources / name] = target if target.is_absolute() else Path(os.path.relpath(target, sources))
+            links[sources / name] = f"{ds['source']['kind']}: a published data set, no local files\n"
     return links
 
 
@@ -98,7 +99,7 @@ def changes(params: dict, out: Path, sources: Path) -> tuple[dict[Path, str | Pa
     target; files and links to remove)."""
     wanted: dict[Path, str | Path] = {out / rel: json.dumps(content, indent=1) + "\n"   # in params.yaml's order
                                       for rel, content in config_files(params).items()}
-    wanted.update(source_links(params, out, sources))
+    wanted.update(source_links(params, sources))
 
     def current(path: Path, value) -> bool:
         if isinstance(value, Path):
@@ -106,7 +107,8 @@ def changes(params: dict, out: Path, sources: Path) -> tuple[dict[Path, str | Pa
         return path.is_file() and not path.is_symlink() and path.read_text() == value
     write = {path: value for path, value in wanted.items() if not current(path, value)}
     # an experiment or data set no longer in the study
-    existing = [*(out.rglob("*.json") if out.is_dir() else []), *(sources.iterdir() if sources.is_dir() else [])]
+    links = [path for path in (sources.iterdir() if sources.is_dir() else []) if path.name != "README.md"]
+    existing = [*(out.rglob("*.json") if out.is_dir() else []), *links]
     return write, [path for path in existing if path not in wanted]
 
 

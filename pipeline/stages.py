@@ -4,6 +4,7 @@ and params. Both orchestrators are built from this table:
     python -m pipeline.stages dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
     Snakefile                              # builds its rules from the same table at parse time
     python -m pipeline.stages --failure-report   # the report after a failed stage (see below)
+    python -m pipeline.stages --preview          # the jobs an edit of params.yaml reruns
 
 No stage's own code imports this module: the tools' wiring is no part of what a stage computes,
 so editing it retrains nothing.
@@ -31,7 +32,6 @@ class Out:
     path: str
     kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
     directory: bool = False
-    cache: bool = True         # False: DVC records its hash but keeps no copy (links to a user's files)
 
 
 @dataclass(frozen=True)
@@ -68,12 +68,12 @@ STAGES = [
     # Resolves params.yaml into one small JSON file per job. A file changes only when what that job
     # uses changes, so a new global `lr` retrains exactly the experiments that inherit it.
     # It also links data/sources/<ds> to each data set's local files (a folder source's folder or
-    # archive; else its source config): download's dependency, so that DVC hashes a folder's
-    # content and an edit inside it reruns that data set's chain (the link is uncached: DVC keeps
-    # no copy of the user's images).
-    Stage("configure", None, deps={},
-          outs={"out": Out("results/configs", directory=True),
-                "sources": Out("data/sources", directory=True, cache=False)},
+    # archive; a one-line file for a published data set): download's dependency, so that DVC
+    # hashes a folder's content and an edit inside it reruns that data set's chain. The folder is configure's
+    # dependency, not an output: DVC then keeps no copy of the user's images (an output's links it
+    # would copy in), and remakes a missing link by rerunning configure.
+    Stage("configure", None, deps={"sources": "data/sources"},
+          outs={"out": Out("results/configs", directory=True)},
           # every key of the file: a typo'd key (`lrr:`) then reaches configure's own one-line error
           # instead of DVC's "Parameters 'lr' are missing from 'params.yaml'"
           args={"params": "params.yaml"}, params=("params.yaml",)),
@@ -148,8 +148,7 @@ def dvc_stage(stage: Stage) -> dict:
     for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
         outs = [o for o in stage.outs.values() if o.kind == kind]
         if outs:
-            body[key] = [{_dvc_path(o.path): PLOT_AXES} if kind == "plot" else
-                         _dvc_path(o.path) if o.cache else {_dvc_path(o.path): {"cache": False}} for o in outs]
+            body[key] = [{_dvc_path(o.path): PLOT_AXES} if kind == "plot" else _dvc_path(o.path) for o in outs]
     if stage.foreach:
         return {"foreach": "${" + stage.foreach + "}", "do": body}
     return body
@@ -257,6 +256,44 @@ def _parent_checkpoint(params: dict, wildcards) -> list[str]:
 EXTRA_INPUTS = {"train": _parent_checkpoint}
 
 
+# ---- what an edit of params.yaml reruns ------------------------------------------------------
+
+def jobs(params: dict) -> dict[str, tuple[set[str], set[str]]]:
+    """Every job of the study but configure, named as DVC names them (`train@digits_mlp`, `report`):
+    (the paths it reads, the paths it writes). A parent's checkpoint counts as its child's input
+    (Snakemake declares it; under DVC the child's config carries the parent's)."""
+    from types import SimpleNamespace
+    study, found = Snakemake(params), {}
+    for stage in RULES:
+        keys = params[stage.foreach] if stage.foreach else [None]
+        for key in keys:
+            w = SimpleNamespace(**({Snakemake.WILDCARD[stage.foreach]: key} if key else {}))
+            reads = {f for opt, dep in stage.deps.items()
+                     for f in (study.inputs(stage.name)[opt] if isinstance(dep, Gather) else [study._fill(dep, w)])}
+            if stage.name in EXTRA_INPUTS and key:
+                reads.update(EXTRA_INPUTS[stage.name](params, w))
+            writes = {study._fill(o.path, w) for o in stage.outs.values()}
+            found[f"{stage.name}@{key}" if key else stage.name] = (reads, writes)
+    return found
+
+
+def preview(params: dict, configs: Path, sources: Path) -> list[str]:
+    """The jobs an edit of params.yaml reruns, under either tool (DVC runs configure first as
+    well): those reading a config file or link that configure would change, and every job
+    downstream of them. Nothing is written."""
+    from pipeline.configure import changes
+    write, remove = changes(params, configs, sources)
+    changed = {str(path) for path in [*write, *remove]}
+    graph, rerun = jobs(params), set()
+    while True:
+        more = {name for name, (reads, _) in graph.items() if name not in rerun and (reads & changed or any(
+            read.startswith(out.rstrip("/") + "/") or read == out for read in reads for out in changed))}
+        if not more:
+            return sorted(rerun)
+        rerun |= more
+        changed |= {out for name in more for out in graph[name][1]}
+
+
 # ---- the report after a failure -------------------------------------------------------------
 
 def render_failure_report(root: Path = Path(".")) -> None:
@@ -277,7 +314,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("out", type=Path, nargs="?", help="where to write dvc.yaml (default: print it)")
     ap.add_argument("--failure-report", action="store_true",
                     help="render results/report.html from what exists, failures shown (after a failed stage)")
+    ap.add_argument("--preview", action="store_true",
+                    help="list the jobs an edit of params.yaml reruns (the same under Snakemake and DVC); "
+                         "writes nothing")
     args = ap.parse_args(argv)
+    if args.preview:
+        from pipeline import params as params_mod
+        rerun = preview(params_mod.load("params.yaml"), Path("results/configs"), Path("data/sources"))
+        print("\n".join(rerun) if rerun else "nothing: params.yaml's edits change no job's config")
+        return
     if args.failure_report:
         from pipeline.stage import setup_logging
         setup_logging(None)

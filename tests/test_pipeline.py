@@ -55,6 +55,12 @@ def by_stage(jobs: set[str], stage: str) -> set[str]:
     return {j.split("@")[1] for j in jobs if j.startswith(stage + "@")}
 
 
+def preview(project: Path) -> set[str]:
+    """The jobs `python -m pipeline.stages --preview` says an edit of params.yaml reruns."""
+    out = run(["python", "-m", "pipeline.stages", "--preview"], cwd=project).stdout
+    return set() if out.startswith("nothing") else set(out.split())
+
+
 def snakemake(project: Path, *args: str) -> tuple[set[str], str]:
     p = run(["snakemake", "--cores", "2", *args], cwd=project)
     out = p.stdout + p.stderr
@@ -145,8 +151,10 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
     text = (project / "params.yaml").read_text()
     assert "\nlr: 0.05 " in text
     (project / "params.yaml").write_text(text.replace("\nlr: 0.05 ", "\nlr: 1e-2 ", 1))
+    foreseen = preview(project)
     jobs, _ = snakemake(project)
     assert_reran_for_global_lr(jobs, demo)
+    assert foreseen == jobs                                    # the preview said so, before
 
     with open(project / "params.yaml", "a") as f:    # a comment-only edit reruns nothing
         f.write("# a note on the study\n")
@@ -223,9 +231,13 @@ def test_dvc_run_cache_experiments_and_overrides(project, demo):
     assert outputs(project) == baseline
     print(f"restore from the run-cache: {restore_s:.1f} s")
 
-    # per-experiment overrides: a key the entry sets, and one it inherits (Hydra's `+`)
-    ran, _ = dvc(project, "exp", "run", "-S", "experiments.digits_lenet_adam.lr=0.003")
+    # per-experiment overrides: a key the entry sets (edited by hand: the preview sees it first),
+    # and one it inherits (Hydra's `+`)
+    edit_params(project, lambda d: d["experiments"]["digits_lenet_adam"].__setitem__("lr", 0.003))
+    foreseen = preview(project)
+    ran, _ = dvc(project, "exp", "run")
     assert by_stage(ran, "train") == {"digits_lenet_adam"}
+    assert foreseen == ran - {"configure"}                     # DVC runs configure as well
     ran, _ = dvc(project, "exp", "run", "-S", "+experiments.digits_mlp.lr=0.1")
     assert by_stage(ran, "train") == {"digits_mlp", "mlp_child"}     # the child carries its parent's config
 
@@ -302,10 +314,11 @@ def test_dvc_queue_push_pull_and_checkout(project, demo, tmp_path):
     dvc(project, "push")
     for top in ("data", "results"):
         subprocess.run(["rm", "-rf", str(project / top)], check=True)
+    run(["git", "checkout", "--", "data"], cwd=project)      # as a fresh clone has it
     dvc(project, "pull")
     assert outputs(project) == first_outputs
     ran, out = dvc(project, "repro")
-    assert ran == {"configure"}        # it remakes data/sources/, the links DVC keeps no copy of
+    assert ran == {"configure"}        # it remakes data/sources/, its links to each data set's files
     assert outputs(project) == first_outputs
 
     # a later commit, then back: `git checkout` + `dvc checkout` restore that commit's results
@@ -388,12 +401,14 @@ def test_handing_the_workspace_between_the_tools(project, demo):
     assert_same_training(by_dvc, by_snakemake)
     assert by_dvc["threads"] == by_snakemake["threads"] == 1      # as params.yaml says
 
-    # DVC changes lr (writing it as `1e-05`, which Snakemake reads as a number); Snakemake then
-    # trains nothing: what DVC made is newer than what it was made from
+    # DVC changes lr (writing it as `1e-05`, which Snakemake reads as a number). Snakemake made
+    # these outputs before, and DVC's cache gives an output whose content it already held (a
+    # layer table) that old file's time: `snakemake --touch` hands over; then it trains nothing
     ran, _ = dvc(project, "exp", "run", "-S", "lr=0.00001")
     assert "\nlr: 1e-05 " in (project / "params.yaml").read_text()
     assert_reran_for_global_lr(ran, demo)
     after_dvc = outputs(project)
+    snakemake(project, "--touch")
     jobs, out = snakemake(project)
     assert jobs == set() and "Nothing to be done" in out
     assert outputs(project) == after_dvc
