@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 from pipeline import params, stages
 from pipeline.configure import changes, check_local_sources, configure
-from pipeline.lock import hand_over_to_dvc, hold_workspace
+from pipeline.lock import hold_workspace
 from pipeline.stage import PipelineError
 
 # params.yaml is read here and by the configure stage, not through `configfile:`: the stages must
@@ -45,10 +45,6 @@ wildcard_constraints:
 # lock (taken above where it was free; a run parsed while it was held stops here).
 onstart:
     hold_workspace()
-
-# Ran jobs and succeeded: DVC records the outputs (`dvc repro` then runs nothing).
-onsuccess:
-    hand_over_to_dvc(whole_workflow=not workflow.dag_settings.targets)
 
 # A failed job (e.g. a diverged experiment under `snakemake -k`): a report of everything that
 # finished, the failure shown with its one line, dated 1970 so that the next run rebuilds it.
