@@ -28,3 +28,4 @@ bench: install         ## wall times of the demo and of no-op reruns with each t
 
 clean:                 ## generated data, results, logs and both tools' records (not the venv)
 	rm -rf data/raw data/prepared data/stats data/downloads results/configs results/experiments results/report.html logs .snakemake dvc.lock
+	find data/sources -mindepth 1 ! -name README.md -exec rm -f {} +   # configure's links (never what they point to)
