@@ -9,9 +9,10 @@ name, and each experiment's data set, model, description, reported figure and co
 the report shows only outputs made from that config).
 
 <sources>/<ds> is a link to the data set's local files (a `folder` source's folder or archive;
-for a published data set a one-line file): the download stage's dependency. DVC hashes what it links to, so an
-image added, removed or replaced in a folder reruns that data set's chain; for Snakemake, which
-compares modification times, a directory source's config carries the digest of its listing.
+for a published data set a one-line file): the download stage's dependency. DVC hashes what it
+links to, so an image added, removed or replaced in a folder reruns that data set's chain; for
+Snakemake, which compares modification times, a directory source's config carries the digest of
+its listing.
 
 A file is rewritten only when its content changes, and files of jobs no longer in the study are
 removed. So each downstream job depends on exactly the params it uses: a new global `lr` changes

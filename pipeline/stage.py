@@ -42,7 +42,8 @@ def _interrupt(signum, frame) -> None:
     happens to be (a logging lock, a fork hook, concurrent.futures' shutdown), where it can be
     swallowed (exit 0) or wait forever on a worker that is gone. So the handler does the cleanup
     itself and leaves with os._exit, past every atexit hook and thread join. Outputs are only ever
-    moved into place whole (atomic_path), so there is nothing else to undo."""
+    moved into place whole (atomic_path), and those already moved are removed here too, so the
+    stage leaves all of its outputs or none."""
     for other in (signal.SIGTERM, signal.SIGINT):
         signal.signal(other, signal.SIG_IGN)        # a second signal must not cut the cleanup short
     for undo in [*reversed(_UNDO), *(lambda path=path: _remove(path) for path in _MOVED)]:

@@ -266,10 +266,11 @@ def jobs(params: dict) -> dict[str, tuple[set[str], set[str]]]:
     study, found = Snakemake(params), {}
     for stage in RULES:
         keys = params[stage.foreach] if stage.foreach else [None]
+        gathered = {f for opt, dep in stage.deps.items() if isinstance(dep, Gather)
+                    for s in dep.stages for f in study.all_outputs(s)}
         for key in keys:
             w = SimpleNamespace(**({Snakemake.WILDCARD[stage.foreach]: key} if key else {}))
-            reads = {f for opt, dep in stage.deps.items()
-                     for f in (study.inputs(stage.name)[opt] if isinstance(dep, Gather) else [study._fill(dep, w)])}
+            reads = gathered | {study._fill(dep, w) for dep in stage.deps.values() if not isinstance(dep, Gather)}
             if stage.name in EXTRA_INPUTS and key:
                 reads.update(EXTRA_INPUTS[stage.name](params, w))
             writes = {study._fill(o.path, w) for o in stage.outs.values()}
