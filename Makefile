@@ -26,6 +26,8 @@ test: install
 bench: install         ## wall times of the demo and of no-op reruns with each tool
 	$(BIN)/python scripts/bench_pipeline.py
 
-clean:                 ## generated data, results, logs and both tools' records (not the venv)
-	rm -rf data/raw data/prepared data/stats data/downloads results/configs results/experiments results/report.html logs .snakemake dvc.lock
-	find data/sources -mindepth 1 ! -name README.md -exec rm -f {} +   # configure's links (never what they point to)
+# Not the venv, nor data/downloads/ (archives you placed there); configure's links in data/sources
+# go, never what they point to.
+clean:                 ## what .gitignore calls generated in data/, results/, logs/; both tools' records
+	git clean -fdqX -e '!data/downloads' data results logs .snakemake
+	rm -f dvc.lock

@@ -1,11 +1,11 @@
-# Snakemake workflow: the stages of pipeline/stages.py, the same commands and paths as dvc.yaml.
+# Snakemake workflow: the stages of pipeline/wiring.py, the same commands and paths as dvc.yaml.
 #   snakemake --cores 4 --resources gpu=1        (profiles/default sets these as defaults)
 import sys
 from pathlib import Path
 from snakemake.utils import validate
-from pipeline import params, stages
+from pipeline import params, wiring
 from pipeline.configure import changes, check_local_sources, configure
-from pipeline.lock import hold_workspace
+from pipeline.lock import hand_over_to_dvc, hold_workspace
 from pipeline.stage import PipelineError
 
 # params.yaml is read here and by the configure stage, not through `configfile:`: the stages must
@@ -34,8 +34,8 @@ if workflow.is_main_process:
                      f"that its jobs read: they are left as they are until then")
     else:
         configure(PARAMS, CONFIGS, SOURCES)
-STUDY = stages.Snakemake(PARAMS)
-SHELL = {stage.name: STUDY.shell(stage) for stage in stages.RULES}
+STUDY = wiring.Snakemake(PARAMS)
+SHELL = {stage.name: STUDY.shell(stage) for stage in wiring.RULES}
 
 wildcard_constraints:
     ds="[a-z][a-z0-9_]*",
@@ -46,20 +46,25 @@ wildcard_constraints:
 onstart:
     hold_workspace()
 
+# Succeeded: DVC records the outputs (`dvc repro` then runs nothing).
+onsuccess:
+    run = workflow.dag_settings
+    hand_over_to_dvc(whole_workflow=not (run.targets or run.until or run.omit_from))
+
 # A failed job (e.g. a diverged experiment under `snakemake -k`): a report of everything that
 # finished, the failure shown with its one line, dated 1970 so that the next run rebuilds it.
 onerror:
-    stages.render_failure_report()
+    wiring.render_failure_report()
 
 # Every output of every job, not the report alone: Snakemake would otherwise leave a deleted
 # output missing while the report is newer than what is left ("missing / no update").
 rule all:
-    input: [path for stage in stages.RULES for path in STUDY.all_outputs(stage.name)]
+    input: [path for stage in wiring.RULES for path in STUDY.all_outputs(stage.name)]
 
-# One rule per stage of pipeline/stages.py but configure (done above): inputs (with the code the
+# One rule per stage of pipeline/wiring.py but configure (done above): inputs (with the code the
 # stage imports), outputs, log, GPU resource and command all come from its row. The conda env
 # holds the pins of envs/requirements.txt (`--sdm conda` to use it).
-for stage in stages.RULES:
+for stage in wiring.RULES:
     rule:
         name: stage.name
         input: **STUDY.inputs(stage.name)

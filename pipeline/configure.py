@@ -126,13 +126,18 @@ def configure(params: dict, out: Path, sources: Path) -> list[str]:
     return [str(path) for path in write]
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--sources", required=True, type=Path, help="folder of links to each data set's local files")
     ap.add_argument("--log", type=Path)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     params = params_mod.load(args.params)
     written = configure(params, args.out, args.sources)

@@ -46,14 +46,19 @@ def rescue_archive(source_cfg: dict, out: Path) -> None:
     log.info("moved %s to %s (the raw folder is rebuilt from it)", out / archive.filename, dest)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, type=Path, help="the data set's source entry (JSON)")
     ap.add_argument("--source", required=True, type=Path,
                     help="configure's link to the data set's local files (the dependency the tools track)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--log", type=Path)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     source = stage.read_json(args.config)
     if not args.source.exists():

@@ -14,6 +14,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -194,42 +195,46 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     return total / len(split), right / len(split)
 
 
-def fit(config: dict, prepared: Path, stats: dict, model_out: Path, history_out: Path,
-        metrics_out: Path, run_out: Path, layers_out: Path | None = None,
-        experiments: Path | None = None) -> dict:
+@dataclass(frozen=True)
+class TrainOutputs:
+    """The files the train stage writes (the layer table is optional)."""
+    model: Path
+    history: Path
+    metrics: Path
+    run: Path
+    layers: Path | None = None
+
+    @classmethod
+    def in_folder(cls, folder: Path, layers: bool = True) -> TrainOutputs:
+        return cls(folder / "model.pt", folder / "history.csv", folder / "train.json", folder / "run.json",
+                   folder / "layers.csv" if layers else None)
+
+
+def fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None = None) -> dict:
     """Train one experiment, keeping the best-val (or last) checkpoint; write history, metrics, run record
     (resolved config, library versions, sizes) and layer table. Returns metrics + run record."""
     ranks = distributed.current()
     if ranks.world == 1:
-        return _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, layers_out,
-                    experiments, ranks, inference.pick_device(config["device"]))
+        return _fit(config, prepared, stats, out, experiments, ranks, inference.pick_device(config["device"]))
     cuda = torch.cuda.is_available() and config["device"] != "cpu"
     device = torch.device("cuda", ranks.local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     distributed.start(ranks, device)
     try:
-        return _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, layers_out,
-                    experiments, ranks, device)
+        return _fit(config, prepared, stats, out, experiments, ranks, device)
     finally:
         distributed.stop(ranks)
 
 
-def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, layers_out, experiments,
+def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None,
          ranks: distributed.Ranks, device: torch.device) -> dict:
-    from pipeline.stage import atomic_path
     generator = seed_everything(config["seed"], device, config.get("deterministic", False))
     threads = inference.set_threads(config, ranks.world)
     aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     meta = data.load_meta(prepared)
     train, val = (data.load_split(prepared, s, device) for s in ("train", "val"))
-    weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
-    model = inference.build_model(config, meta, stats, **weights)
-    init_pretrained(model, config, experiments)
-    model = model.to(device)
-    nhwc, precision = inference.channels_last(model, device), inference.autocast(config, device)
-    if nhwc:
-        model = model.to(memory_format=torch.channels_last)
+    model, nhwc, precision = _model_on(device, config, meta, stats, experiments)
     if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
         raise PipelineError(f"experiment {config['name']}: nesterov: true needs momentum > 0")
     optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
@@ -240,7 +245,7 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
     step_model = distributed.wrap(model, ranks, device)
     step_model = torch.compile(step_model) if config.get("compile") else step_model
     generators = {"shuffle": generator, "augment": aug_generator}
-    state_file, key = resume.state_path(model_out), resume.run_key(config, stats, prepared)
+    state_file, key = resume.state_path(out.model), resume.run_key(config, stats, prepared)
     state = resume.load(state_file, key)
     history, kept, kept_state, epoch_times, elapsed, stopped = [], None, None, [], 0.0, False
     if state is not None:
@@ -269,8 +274,8 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
         except torch.cuda.OutOfMemoryError:
             raise PipelineError(out_of_memory(config, device)) from None
         # every rank validates whole, on the plain module: DDP's forward would sync buffers
-        val_loss, val_acc = validate(model if ranks.world > 1 else step_model, val, config["batch_size"],
-                                     precision, nhwc)
+        val_loss, val_acc = score_val_split(model if ranks.world > 1 else step_model, val, config["batch_size"],
+                                            precision, nhwc)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                         "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
         log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", epoch, config["epochs"],
@@ -291,7 +296,6 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
                 "rng": resume.rng_states(generators), "history": history, "kept": kept, "kept_state": kept_state,
                 "epoch_times": epoch_times, "stopped": stopped, "elapsed": time.perf_counter() - start})
     size = inference.input_size(config, meta)
-    table = layers.layer_table(model.net.cpu(), meta["channels"], size) if layers_out else None
     # train.json: the few scalars `dvc exp show` lists, of the kept checkpoint's epoch (val figures
     # null without a val split); run.json: what the run was, for the report.
     metrics = {"epoch": kept["epoch"], "val_acc": kept["val_acc"], "train_loss": kept["train_loss"],
@@ -303,25 +307,44 @@ def _fit(config, prepared, stats, model_out, history_out, metrics_out, run_out, 
            "input_size": list(size), "device": str(device), "devices": ranks.world, "threads": threads,
            "epoch_times_s": epoch_times,
            "config": config, "config_sha256": config_hash(config), "versions": versions()}
-    if not ranks.main:   # rank 0 writes the outputs
-        return {**metrics, **run}
-    with atomic_path(model_out) as tmp:
-        torch.save({"state_dict": kept_state, "config": config, "meta": meta, "stats": stats,
-                    "epoch": kept["epoch"]}, tmp)
-    with atomic_path(history_out) as tmp:
-        tmp.write_text(_csv(history))
-    if layers_out:
-        with atomic_path(layers_out) as tmp:
-            table.to_csv(tmp, index=False)
-    with atomic_path(run_out) as tmp:
-        tmp.write_text(json.dumps(run, indent=1, allow_nan=False))
-    with atomic_path(metrics_out) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False))
-    resume.remove(state_file)
+    if ranks.main:   # rank 0 writes the outputs
+        table = layers.layer_table(model.net.cpu(), meta["channels"], size) if out.layers else None
+        checkpoint = {"state_dict": kept_state, "config": config, "meta": meta, "stats": stats,
+                      "epoch": kept["epoch"]}
+        _write(out, checkpoint, history, table, metrics, run)
+        resume.remove(state_file)
     return {**metrics, **run}
 
 
-def validate(model, val: data.Split, batch_size: int, precision, nhwc: bool) -> tuple[float | None, float | None]:
+def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, experiments: Path | None):
+    """The experiment's model with its starting weights (ImageNet's, a parent's, or its seed's), on
+    `device`; whether it runs channels_last; its autocast context."""
+    weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
+    model = inference.build_model(config, meta, stats, **weights)
+    init_pretrained(model, config, experiments)
+    model = model.to(device)
+    nhwc, precision = inference.channels_last(model, device), inference.autocast(config, device)
+    if nhwc:
+        model = model.to(memory_format=torch.channels_last)
+    return model, nhwc, precision
+
+
+def _write(out: TrainOutputs, checkpoint: dict, history: list[dict], table, metrics: dict, run: dict) -> None:
+    from pipeline.stage import atomic_path
+    with atomic_path(out.model) as tmp:
+        torch.save(checkpoint, tmp)
+    with atomic_path(out.history) as tmp:
+        tmp.write_text(_csv(history))
+    if out.layers:
+        with atomic_path(out.layers) as tmp:
+            table.to_csv(tmp, index=False)
+    with atomic_path(out.run) as tmp:
+        tmp.write_text(json.dumps(run, indent=1, allow_nan=False))
+    with atomic_path(out.metrics) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False))
+
+
+def score_val_split(model, val: data.Split, batch_size: int, precision, nhwc: bool) -> tuple[float | None, float | None]:
     """(loss, accuracy) on the val split, or (None, None) without one (val_fraction: 0). The loss is
     plain cross-entropy whatever the training loss, the definition evaluate's test loss has too."""
     if not len(val):

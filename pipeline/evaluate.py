@@ -68,12 +68,17 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in ("model", "prepared", "metrics", "per_class", "predictions", "confusion"):
         ap.add_argument(f"--{name}", required=True, type=Path)
     ap.add_argument("--log", type=Path)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     evaluate(args.model, args.prepared, args.metrics, args.per_class, args.predictions, args.confusion)
 

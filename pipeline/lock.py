@@ -1,4 +1,5 @@
-"""One workspace, one orchestrator at a time: Snakemake holds DVC's own repository lock.
+"""One workspace, one orchestrator at a time: Snakemake holds DVC's own repository lock; and the
+hand-over from Snakemake to DVC after a run of the whole workflow.
 
 `dvc repro` and `snakemake` in the same workspace would otherwise train the same experiment into the
 same paths at once (each deletes a stage's outputs before running it). DVC already takes
@@ -48,3 +49,32 @@ def hold_workspace(root: Path = Path(".")) -> None:
                             f"to finish, then run snakemake again")
     _held.append(fd)
 
+
+def hand_over_to_dvc(whole_workflow: bool, root: Path = Path(".")) -> None:
+    """After a successful Snakemake run: `dvc commit -f`, so that DVC records Snakemake's outputs as
+    its own and `dvc repro` then runs nothing. The other way needs nothing: Snakemake takes outputs
+    newer than their inputs as current, whoever made them. DVC's cache links by copy
+    (`.dvc/config`), so the commit leaves every file, and its mtime, where it is (a hardlink or
+    reflink cache would replace a file whose content it already held, and a file dated as the
+    cache's copy looks older than its inputs to Snakemake's next run).
+
+    Only after a run of the whole workflow (no targets, no --until/--omit-from), which leaves
+    every output current: after a partial one DVC would record outputs Snakemake did not bring up
+    to date. Snakemake's
+    lock is let go first (`dvc commit` takes it); a DVC command that slips in meanwhile makes the
+    commit fail with one line, and the next `dvc repro` redoes the work instead."""
+    import subprocess
+    import sys
+    if not (root / ".dvc").is_dir():
+        return
+    if not whole_workflow:
+        print("snakemake ran part of the workflow: DVC has no record of it (a whole `snakemake`, "
+              "or `dvc commit -f`, hands it over)", file=sys.stderr)
+        return
+    while _held:
+        os.close(_held.pop())
+    p = subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet"], cwd=root,
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        print(f"dvc commit -f failed (DVC will redo the work): {p.stderr.strip().splitlines()[-1:]}",
+              file=sys.stderr)

@@ -217,14 +217,19 @@ def prepare(cfg: dict, raw_dir: Path, out: Path, workers: int = 0) -> dict:
     return meta
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", required=True, type=Path, help="the data set's entry (JSON)")
     ap.add_argument("--raw", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
     ap.add_argument("--log", type=Path)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     prepare(stage.read_json(args.config), args.raw, args.out, args.workers)
 

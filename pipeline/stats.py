@@ -43,12 +43,17 @@ def stats(prepared: Path, out: Path) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prepared", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--log", type=Path)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     stats(args.prepared, args.out)
 

@@ -30,19 +30,24 @@ from pipeline import stage
 def train(config: dict, prepared: Path, stats_path: Path, model: Path, history: Path, metrics: Path,
           run: Path, layers: Path | None = None, experiments: Path | None = None) -> dict:
     from pipeline import engine  # torch is imported only once there is work to do
-    return engine.fit(config, prepared, json.loads(stats_path.read_text()), model, history, metrics,
-                      run, layers, experiments)
+    out = engine.TrainOutputs(model, history, metrics, run, layers)
+    return engine.fit(config, prepared, json.loads(stats_path.read_text()), out, experiments)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in ("config", "prepared", "stats", "model", "history", "metrics", "run"):
         ap.add_argument(f"--{name}", required=True, type=Path)
     ap.add_argument("--layers", type=Path, help="layer table to write (CSV)")
     ap.add_argument("--experiments", type=Path, help="folder of other experiments' checkpoints")
     ap.add_argument("--log", type=Path)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    args = ap.parse_args(argv[1:] if argv[:1] == ["--"] else argv)   # ("--": as relaunched by torchrun)
+    args = parser().parse_args(argv[1:] if argv[:1] == ["--"] else argv)   # ("--": as relaunched by torchrun)
     rank = int(os.environ.get("RANK", 0))           # under torchrun (devices > 1): rank 0 logs to the file
     stage.setup_logging(args.log if rank == 0 else None, append="LOCAL_RANK" in os.environ)
     config = stage.read_json(args.config)

@@ -61,8 +61,8 @@ def histories(work: Path) -> dict[str, list[dict]]:
     for name in p["experiments"]:
         d = work / "experiments" / name
         d.mkdir(parents=True)
-        engine.fit(P.experiment_config(p, name), prepared, stats, d / "model.pt", d / "history.csv",
-                   d / "train.json", d / "run.json", None, work / "experiments")
+        engine.fit(P.experiment_config(p, name), prepared, stats, engine.TrainOutputs.in_folder(d, layers=False),
+                   work / "experiments")
         lines = (d / "history.csv").read_text().split()
         out[name] = [dict(zip(lines[0].split(","), row.split(","))) for row in lines[1:]]   # exact text
     return out

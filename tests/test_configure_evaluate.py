@@ -132,8 +132,7 @@ def test_a_two_class_folder_data_set_runs_through_evaluate_and_the_report(tmp_pa
     prepare.prepare(read("datasets/pets.json"), data / "raw/pets", data / "prepared/pets", workers=1)
     stats.stats(data / "prepared/pets", data / "stats/pets.json")
     engine.fit(read("experiments/pets_lenet.json"), data / "prepared/pets",
-               json.loads((data / "stats/pets.json").read_text()), exp / "model.pt", exp / "history.csv",
-               exp / "train.json", exp / "run.json", exp / "layers.csv")
+               json.loads((data / "stats/pets.json").read_text()), engine.TrainOutputs.in_folder(exp))
     result = evaluate.evaluate(exp / "model.pt", data / "prepared/pets", exp / "test.json", exp / "per_class.csv",
                                exp / "predictions.csv", exp / "confusion.csv")
     assert result["test_top5"] == 1.0 and 0 <= result["test_acc"] <= 1

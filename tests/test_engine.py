@@ -120,11 +120,15 @@ def test_precision_per_device(precision, device, bf16):
         assert isinstance(ctx, contextlib.nullcontext)
 
 
+def outputs(folder: Path) -> engine.TrainOutputs:
+    folder.mkdir(exist_ok=True)
+    return engine.TrainOutputs.in_folder(folder, layers=False)
+
+
 def test_bf16_on_the_cpu_trains_and_evaluates_in_bf16(prepared, tmp_path):
-    m = engine.fit(config(precision="bf16", epochs=2), prepared, {"mean": [0.3], "std": [0.35]},
-                   tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "t.json", tmp_path / "r.json")
-    fp32 = engine.fit(config(epochs=2), prepared, {"mean": [0.3], "std": [0.35]}, tmp_path / "m2.pt",
-                      tmp_path / "h2.csv", tmp_path / "t2.json", tmp_path / "r2.json")
+    stats = {"mean": [0.3], "std": [0.35]}
+    m = engine.fit(config(precision="bf16", epochs=2), prepared, stats, outputs(tmp_path / "bf16"))
+    fp32 = engine.fit(config(epochs=2), prepared, stats, outputs(tmp_path / "fp32"))
     assert m["val_acc"] > 0.2 and m["val_acc"] != fp32["val_acc"]   # really another precision
 
 
@@ -140,8 +144,7 @@ def test_compile_trains_through_the_compiled_module_and_saves_the_plain_one(prep
             compiled.append(len(x))
             return self._orig_mod(x)
     monkeypatch.setattr(torch, "compile", Compiled)
-    m = engine.fit(config(compile=True, epochs=2), prepared, {"mean": [0.3], "std": [0.35]},
-                   tmp_path / "m.pt", tmp_path / "h.csv", tmp_path / "t.json", tmp_path / "r.json")
+    m = engine.fit(config(compile=True, epochs=2), prepared, {"mean": [0.3], "std": [0.35]}, outputs(tmp_path))
     assert sum(compiled) == 2 * (200 + 100)          # every train and val image went through it
-    state = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    state = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     assert not any(k.startswith("_orig_mod") for k in state) and len(m["epoch_times_s"]) == 2

@@ -143,8 +143,7 @@ def test_running_out_of_gpu_memory_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "run_epoch", oom)
     with pytest.raises(engine.PipelineError, match=r"experiment t: cpu ran out of memory at batch_size 32 .*"
                                                     r"nothing written; try batch_size: 16"):
-        engine.fit(config(epochs=1), prepared, {"mean": [0.3], "std": [0.35]}, tmp_path / "m.pt",
-                   tmp_path / "h.csv", tmp_path / "t.json", tmp_path / "r.json")
+        engine.fit(config(epochs=1), prepared, {"mean": [0.3], "std": [0.35]}, engine.TrainOutputs.in_folder(tmp_path))
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.json"))
 
 
@@ -239,12 +238,12 @@ def test_kill_9_of_prepare_leaves_no_worker_behind(photos, tmp_path):
 
 def test_a_16_bit_png_keeps_its_picture(tmp_path):
     from PIL import Image
-    from pipeline.sources.base import fit
+    from pipeline.sources.base import to_square_array
     pixels = np.array([[0, 257 * 100, 65535], [257, 32768, 257 * 200]], dtype=np.uint16)
     Image.fromarray(pixels).save(tmp_path / "deep.png")         # Pillow stores it as I;16
     with Image.open(tmp_path / "deep.png") as img:
         assert img.mode.startswith("I")
-        assert fit(img, None, 1)[..., 0].tolist() == [[0, 100, 255], [1, 128, 200]]
+        assert to_square_array(img, None, 1)[..., 0].tolist() == [[0, 100, 255], [1, 128, 200]]
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -56,8 +56,8 @@ def by_stage(jobs: set[str], stage: str) -> set[str]:
 
 
 def preview(project: Path) -> set[str]:
-    """The jobs `python -m pipeline.stages --preview` says an edit of params.yaml reruns."""
-    out = run(["python", "-m", "pipeline.stages", "--preview"], cwd=project).stdout
+    """The jobs `python -m pipeline.wiring --preview` says an edit of params.yaml reruns."""
+    out = run(["python", "-m", "pipeline.wiring", "--preview"], cwd=project).stdout
     return set() if out.startswith("nothing") else set(out.split())
 
 
@@ -158,7 +158,7 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
 
     with open(project / "params.yaml", "a") as f:    # a comment-only edit reruns nothing
         f.write("# a note on the study\n")
-    with open(project / "pipeline/stages.py", "a") as f:   # nor does the tools' wiring: no stage's code
+    with open(project / "pipeline/wiring.py", "a") as f:   # nor does the tools' wiring: no stage's code
         f.write("# a note on the stage table\n")
     jobs, out = snakemake(project)
     assert jobs == set() and "Nothing to be done" in out
@@ -207,7 +207,7 @@ def test_dvc_run_cache_experiments_and_overrides(project, demo):
     ran, out = dvc(project, "repro")
     assert by_stage(ran, "train") == demo["all"]
     commit(project, "first results")
-    with open(project / "pipeline/stages.py", "a") as f:   # the tools' wiring is no stage's code
+    with open(project / "pipeline/wiring.py", "a") as f:   # the tools' wiring is no stage's code
         f.write("# a note on the stage table\n")
     ran, out = dvc(project, "repro")
     assert ran == set() and "Data and pipelines are up to date" in out
@@ -377,14 +377,13 @@ def test_an_edit_inside_an_image_folder_reruns_that_data_sets_chain_under_both_t
     assert ran == set() and "Data and pipelines are up to date" in out
 
 
-# ---- both tools in one workspace# ---- both tools in one workspace -------------------------------------------------------------
+# ---- both tools in one workspace -------------------------------------------------------------
 
 @pytest.mark.xdist_group("snakemake")
 def test_handing_the_workspace_between_the_tools(project, demo):
-    # Snakemake built it; `dvc commit -f` records its outputs; DVC then trains nothing
-    snakemake(project)
+    # Snakemake built it and recorded its outputs in DVC by itself (onsuccess): DVC trains nothing
+    _, out = snakemake(project)
     built = outputs(project)
-    dvc(project, "commit", "-f")
     ran, out = dvc(project, "repro")
     assert ran == set() and "Data and pipelines are up to date" in out
     assert outputs(project) == built
@@ -402,17 +401,20 @@ def test_handing_the_workspace_between_the_tools(project, demo):
     assert_same_training(by_dvc, by_snakemake)
     assert by_dvc["threads"] == by_snakemake["threads"] == 1      # as params.yaml says
 
-    # DVC changes lr (writing it as `1e-05`, which Snakemake reads as a number). Snakemake made
-    # these outputs before, and DVC's cache gives an output whose content it already held (a
-    # layer table) that old file's time: `snakemake --touch` hands over; then it trains nothing
+    # DVC changes lr (writing it as `1e-05`, which Snakemake reads as a number) over Snakemake's
+    # outputs: then plain Snakemake trains nothing, neither what DVC retrained nor the experiments
+    # the edit left alone (their configs keep their mtimes, and DVC's copy cache leaves every file's)
     ran, _ = dvc(project, "exp", "run", "-S", "lr=0.00001")
     assert "\nlr: 1e-05 " in (project / "params.yaml").read_text()
     assert_reran_for_global_lr(ran, demo)
     after_dvc = outputs(project)
-    snakemake(project, "--touch")
     jobs, out = snakemake(project)
     assert jobs == set() and "Nothing to be done" in out
     assert outputs(project) == after_dvc
+
+    # a partial Snakemake run is not handed over (DVC would record outputs it left as they were)
+    _, out = snakemake(project, "results/report.html", "--forcerun", "report")
+    assert "DVC has no record of it" in out
 
     # no under-run in a workspace DVC built: a params edit reruns exactly what it affects
     edit_params(project, lambda d: d.__setitem__("lr", 0.03))

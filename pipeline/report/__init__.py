@@ -147,7 +147,8 @@ def render_despite_failure(paths: dict[str, Path], out: Path, root: Path) -> Non
         log.warning("could not render the report after the failure: %r", e)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
+    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
     ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--study", required=True, type=Path, help="study.json, as configure writes it")
@@ -157,7 +158,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--logs", type=Path, help="folder of stage logs, to show why an experiment failed")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--log", type=Path)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     report(stage.read_json(args.study), args.results, args.prepared, args.stats, args.out, args.logs,
            root=Path(".").resolve())

@@ -63,7 +63,7 @@ def to_8bit(img):
     return Image.fromarray(np.rint(x * 255.0 / full).astype(np.uint8), "L")
 
 
-def fit(img, size: Optional[int], channels: int, notes: Optional[Counter] = None):
+def to_square_array(img, size: Optional[int], channels: int, notes: Optional[Counter] = None):
     """PIL image -> uint8 (H, W, C): upright by its EXIF orientation (as a photo viewer shows it),
     RGB or grayscale, short side to `size`, centre-cropped square. `notes` counts what was done
     beyond that (NOTES).
@@ -105,7 +105,7 @@ class ArrayLoader:
             return batch, [], Counter()
         from PIL import Image
         mode, notes = ("RGB" if c == 3 else "L"), Counter()
-        return np.stack([fit(Image.fromarray(x.squeeze(-1) if c == 1 else x, mode),
+        return np.stack([to_square_array(Image.fromarray(x.squeeze(-1) if c == 1 else x, mode),
                              self.size, self.channels or c, notes) for x in batch]), [], notes
 
 
@@ -147,7 +147,7 @@ class FileLoader:
         for i in idx:
             try:
                 with Image.open(io.BytesIO(self._read(i))) as img:
-                    images.append(fit(img, self.size, self.channels, notes))
+                    images.append(to_square_array(img, self.size, self.channels, notes))
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
                 where = f"{self.archive}:{self.paths[i]}" if self.archive else self.paths[i]
                 why = "not an image Pillow can read" if isinstance(e, UnidentifiedImageError) else e

@@ -3,8 +3,10 @@ params.yaml survives DVC's rewrites, and the workspace lock keeps the tools apar
 from __future__ import annotations
 
 import difflib
+import importlib
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -13,15 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import lock, stages
+from pipeline import lock, wiring
 from pipeline import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_committed_dvc_yaml_is_the_generated_one():
-    assert (ROOT / "dvc.yaml").read_text() == stages.dvc_yaml(), \
-        "dvc.yaml is stale: run `python -m pipeline.stages dvc.yaml`"
+    assert (ROOT / "dvc.yaml").read_text() == wiring.dvc_yaml(), \
+        "dvc.yaml is stale: run `python -m pipeline.wiring dvc.yaml`"
 
 
 def test_no_dvc_lock_is_committed():
@@ -30,15 +32,21 @@ def test_no_dvc_lock_is_committed():
     assert tracked == ""
 
 
-def test_every_dvc_output_is_cached_and_none_is_persistent():
-    """The run-cache, `dvc exp`, push/pull and checkout only cover cached, non-persistent outputs."""
+def test_every_dvc_output_is_cached_and_only_configures_persists():
+    """`dvc exp`, push/pull and checkout only cover cached outputs, the run-cache only stages with
+    no persistent one. configure's folder persists so that unchanged configs keep their mtimes
+    (Snakemake goes by them): it is rerun, in a second, rather than restored."""
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    persistent = set()
     for name, st in dvc.items():
         body = st.get("do", st)
         for key in ("outs", "metrics", "plots"):
             for out in body.get(key, []):
                 props = next(iter(out.values())) if isinstance(out, dict) else {}
-                assert "persist" not in props and props.get("cache", True), (name, out)
+                assert props.get("cache", True), (name, out)
+                if props.get("persist"):
+                    persistent.add(name)
+    assert persistent == {"configure"}
 
 
 def runtime_imports(module: str) -> set[str]:
@@ -53,22 +61,22 @@ def as_file(module: str) -> str:
     return str(rel.with_suffix(".py")) if (ROOT / rel.with_suffix(".py")).exists() else str(rel / "__init__.py")
 
 
-@pytest.mark.parametrize("stage", stages.STAGES, ids=lambda s: s.name)
+@pytest.mark.parametrize("stage", wiring.STAGES, ids=lambda s: s.name)
 def test_code_deps_cover_what_the_stage_imports(stage):
-    deps = set(stages.code_deps(stage.module))
+    deps = set(wiring.code_deps(stage.module))
     assert {as_file(m) for m in runtime_imports(stage.module)} <= deps
     assert all((ROOT / f).is_file() for f in deps)
 
 
 def test_code_deps_follow_lazy_imports_and_nothing_else():
-    train, evaluate, stats = (set(stages.code_deps(f"pipeline.{s}")) for s in ("train", "evaluate", "stats"))
+    train, evaluate, stats = (set(wiring.code_deps(f"pipeline.{s}")) for s in ("train", "evaluate", "stats"))
     assert {"pipeline/engine.py", "pipeline/augment.py", "pipeline/models/resnet.py"} <= train   # imported in train()
     assert {"pipeline/inference.py", "pipeline/data.py", "pipeline/models/resnet.py"} <= evaluate
     # evaluate runs a model; it needs none of training's loop, recipes, resume state or DDP
     assert not {"pipeline/engine.py", "pipeline/recipes.py", "pipeline/resume.py", "pipeline/distributed.py",
                 "pipeline/train.py"} & evaluate
-    assert "pipeline/report/figures.py" in stages.code_deps("pipeline.report")
-    assert "pipeline/templates/report.html.j2" in stages.code_deps("pipeline.report")
+    assert "pipeline/report/figures.py" in wiring.code_deps("pipeline.report")
+    assert "pipeline/templates/report.html.j2" in wiring.code_deps("pipeline.report")
     assert not {"pipeline/engine.py", "pipeline/train.py", "pipeline/report/__init__.py"} & stats
     assert "pipeline/report/__init__.py" not in train
 
@@ -193,9 +201,41 @@ def test_the_pipeline_package_has_no_import_cycle():
 def test_no_stage_computes_with_the_tools_wiring_or_imports_by_name():
     """Editing the tools' wiring (the stage table, the lock) retrains nothing: no stage's code
     depends on it, and no module hides an import from the scanner behind importlib."""
-    wiring = {"pipeline/stages.py", "pipeline/lock.py"}
-    for stage in stages.STAGES:
-        assert not wiring & set(stages.code_deps(stage.module)), stage.name
+    tools = {"pipeline/wiring.py", "pipeline/lock.py"}
+    for stage in wiring.STAGES:
+        assert not tools & set(wiring.code_deps(stage.module)), stage.name
     for path in (ROOT / "pipeline").rglob("*.py"):
         text = path.read_text()
         assert "import_module(" not in text and "__import__(" not in text, path
+
+
+@pytest.mark.parametrize("stage", wiring.STAGES, ids=lambda s: s.name)
+def test_each_stage_parses_the_command_its_row_builds(stage):
+    """A stage module declares its own command line (it must not import this table: see above), so
+    the two are held together here, for every row: the module requires no option its row lacks,
+    and the exact command the tools run parses, each path landing under its option's name."""
+    ap = importlib.import_module(stage.module).parser()
+    required = {a.dest for a in ap._actions if a.required}
+    assert required <= {*stage.deps, *stage.outs, *stage.args}, f"{stage.module} requires options its row lacks"
+    fill = lambda kind, opt, template: f"<{opt}>"       # a path per option, named after it
+    argv = shlex.split(wiring.command(stage, fill))[3:]   # after `python -m pipeline.<stage>`
+    args = vars(ap.parse_args(argv))
+    assert {opt: args[opt] for opt in [*stage.deps, *stage.outs]} == \
+           {opt: Path(f"<{opt}>") for opt in [*stage.deps, *stage.outs]}
+    assert {opt: str(args[opt]) for opt in stage.args} == stage.args
+
+
+def test_make_clean_removes_what_the_pipeline_generated_and_nothing_a_user_placed(project, tmp_path):
+    images = tmp_path / "my_images"
+    images.mkdir()
+    (images / "a.png").write_bytes(b"png")
+    made = [project / p for p in ("data/raw/digits/x.npy", "results/experiments/e/model.pt", "logs/train/e.log",
+                                  ".snakemake/metadata/m", "dvc.lock")]
+    placed = project / "data/downloads/cifar-10-python.tar.gz"
+    for path in [*made, placed]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    (project / "data/sources/pets").symlink_to(images)
+    subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True)
+    assert not [p for p in made if p.exists()] and not (project / "data/sources/pets").is_symlink()
+    assert placed.exists() and (images / "a.png").exists() and (project / "data/sources/README.md").exists()

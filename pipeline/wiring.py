@@ -1,10 +1,10 @@
 """Every stage declared once: its command, dependencies (with the code it really imports), outputs
 and params. Both orchestrators are built from this table:
 
-    python -m pipeline.stages dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
+    python -m pipeline.wiring dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
     Snakefile                              # builds its rules from the same table at parse time
-    python -m pipeline.stages --failure-report   # the report after a failed stage (see below)
-    python -m pipeline.stages --preview          # the jobs an edit of params.yaml reruns
+    python -m pipeline.wiring --failure-report   # the report after a failed stage (see below)
+    python -m pipeline.wiring --preview          # the jobs an edit of params.yaml reruns
 
 No stage's own code imports this module: the tools' wiring is no part of what a stage computes,
 so editing it retrains nothing.
@@ -32,6 +32,7 @@ class Out:
     path: str
     kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
     directory: bool = False
+    persist: bool = False      # DVC leaves it in place while the stage runs (and keeps no run-cache entry)
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,11 @@ STAGES = [
     # hashes a folder's content and an edit inside it reruns that data set's chain. The folder is configure's
     # dependency, not an output: DVC then keeps no copy of the user's images (an output's links it
     # would copy in), and remakes a missing link by rerunning configure.
+    # Its folder persists under DVC too (DVC would empty it first): a config whose content did not
+    # change keeps its mtime, so Snakemake, judging by mtime, retrains nothing it does not change.
+    # configure is then never restored from DVC's run-cache, only rerun (a second or so).
     Stage("configure", None, deps={"sources": "data/sources"},
-          outs={"out": Out("results/configs", directory=True)},
+          outs={"out": Out("results/configs", directory=True, persist=True)},
           # every key of the file: a typo'd key (`lrr:`) then reaches configure's own one-line error
           # instead of DVC's "Parameters 'lr' are missing from 'params.yaml'"
           args={"params": "params.yaml"}, params=("params.yaml",)),
@@ -148,7 +152,9 @@ def dvc_stage(stage: Stage) -> dict:
     for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
         outs = [o for o in stage.outs.values() if o.kind == kind]
         if outs:
-            body[key] = [{_dvc_path(o.path): PLOT_AXES} if kind == "plot" else _dvc_path(o.path) for o in outs]
+            body[key] = [{_dvc_path(o.path): PLOT_AXES} if kind == "plot"
+                         else {_dvc_path(o.path): {"persist": True}} if o.persist else _dvc_path(o.path)
+                         for o in outs]
     if stage.foreach:
         return {"foreach": "${" + stage.foreach + "}", "do": body}
     return body
@@ -156,9 +162,9 @@ def dvc_stage(stage: Stage) -> dict:
 
 PLOT_AXES = {"x": "epoch", "y": "val_acc"}   # history.csv: one row per epoch
 DVC_HEADER = """\
-# Generated from pipeline/stages.py by `python -m pipeline.stages dvc.yaml`: edit that file, not this.
-# The same stages as the Snakefile; every output is cached, so DVC's run-cache, `dvc exp`,
-# `dvc push/pull` and `dvc checkout` cover all of them.
+# Generated from pipeline/wiring.py by `python -m pipeline.wiring dvc.yaml`: edit that file, not this.
+# The same stages as the Snakefile; every output is cached, so `dvc exp`, `dvc push/pull`,
+# `dvc checkout` and DVC's run-cache cover all of them (configure, persistent, is rerun instead).
 #   dvc repro    dvc exp run -S lr=0.01    dvc exp show    dvc plots show
 """
 
@@ -300,7 +306,7 @@ def preview(params: dict, configs: Path, sources: Path) -> list[str]:
 def render_failure_report(root: Path = Path(".")) -> None:
     """Render the report stage's output from whatever exists, failures shown with their stage's
     one line (pipeline.report.render_despite_failure); never raises. Called by the Snakefile's
-    onerror, and by a failing train or evaluate stage through `python -m pipeline.stages
+    onerror, and by a failing train or evaluate stage through `python -m pipeline.wiring
     --failure-report` (DVC has no onerror): a process of its own, since the report's code is no
     part of what those stages compute."""
     from pipeline import report
