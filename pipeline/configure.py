@@ -81,7 +81,7 @@ def source_links(params: dict, sources: Path) -> dict[Path, str | Path]:
 def config_files(params: dict) -> dict[str, dict]:
     """Relative path -> content of every config file for this study."""
     files = {"study.json": {
-        "study": params["study"], "datasets": sorted(params["datasets"]),
+        "study": params["study"], "smoke": params["smoke"], "datasets": sorted(params["datasets"]),
         "experiments": {name: {"dataset": e["dataset"], "model": e["model"]["name"],
                                "description": e.get("description", ""), "reported": e.get("reported"),
                                "config_sha256": params_mod.config_hash(params_mod.experiment_config(params, name))}

@@ -173,6 +173,26 @@ def load(path: str | Path) -> dict:
     return params
 
 
+# `smoke: true`: every size of the running study shrunk, every code path kept, so that a whole study
+# runs in minutes on a CPU (CI runs the seed study so). Figures from it say nothing.
+SMOKE = {"epochs": 1,             # each experiment trains one epoch
+         "input_size": 64,        # at most: the smallest input every seed model takes (tinynet_deeper's
+                                  # six 2x2 pools need 64); the seeds' 128 and 224 px shrink to it
+         "image_size": 64,        # at most, where a data set sets one (CUB's 256)
+         "train_per_class": 4,    # at most, per data set
+         "test_per_class": 2}
+
+
+def _smoke_sizes(config: dict, keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if key == "epochs":
+            config[key] = SMOKE[key]
+        elif key in ("train_per_class", "test_per_class"):
+            config[key] = min(config.get(key) or SMOKE[key], SMOKE[key])
+        elif config.get(key):
+            config[key] = min(config[key], SMOKE[key])
+
+
 def experiment_config(params: dict, name: str) -> dict:
     """The experiment's resolved config: top-level defaults merged with its own overrides.
 
@@ -188,6 +208,8 @@ def experiment_config(params: dict, name: str) -> dict:
     config = {key: params[key] for key in training_keys()}
     config.update(exp)
     config["name"] = name
+    if params["smoke"]:
+        _smoke_sizes(config, ("epochs", "input_size"))
     if config["pretrained"] not in (None, "imagenet"):
         parent = config["pretrained"]
         config["parent"] = {"config": experiment_config(params, parent),
@@ -205,4 +227,7 @@ def config_hash(config: dict) -> str:
 def dataset_config(params: dict, name: str) -> dict:
     if name not in params["datasets"]:
         raise ParamsError(f"unknown data set {name!r}; known: {', '.join(sorted(params['datasets']))}")
-    return copy.deepcopy(params["datasets"][name])
+    config = copy.deepcopy(params["datasets"][name])
+    if params["smoke"]:
+        _smoke_sizes(config, ("image_size", "train_per_class", "test_per_class"))
+    return config

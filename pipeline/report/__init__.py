@@ -86,7 +86,7 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
     finished = [e["finished"] for e in exps if e["finished"]]
     times = [e["row"]["train_time_s"] for e in exps if e["row"]["train_time_s"] is not None]
     return {
-        "generated": dt.datetime.now(dt.timezone.utc), "study": study["study"],
+        "generated": dt.datetime.now(dt.timezone.utc), "study": study["study"], "smoke": study.get("smoke", False),
         "experiments": exps, "datasets": datasets, "ablations": collect.ablations(exps),
         "code": collect.code_version(root), "environments": collect.environments(exps),
         "first_finished": min(finished, default=None), "last_finished": max(finished, default=None),

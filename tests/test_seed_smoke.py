@@ -1,0 +1,109 @@
+"""The whole seed study (and cifar10_local's experiments) end to end at smoke scale: every
+experiment's code path (the official archive formats, Tiny ImageNet's relabelled val, CUB's course
+split, ImageNet weights for the transfers, the resizes, every recipe, the ablation tables) runs
+through Snakemake into the report, in a few minutes on a CPU.
+
+Stand-ins, where this machine reaches no host: the official-format miniature archives in
+data/downloads/ (with their checksums as a mirror's, `source.md5`), and random weights with
+torchvision's exact keys in torchvision's cache layout under TORCH_HOME, so the real loading code runs.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+import miniatures as mini
+from conftest import copy_project, tool_env
+from pipeline import params as P
+from pipeline.models import tv_resnet
+from test_pipeline import edit_params
+
+pytestmark = pytest.mark.integration
+ARCHIVES = {"cifar10": mini.cifar10, "tiny_imagenet": mini.tiny_imagenet, "cub200": mini.cub200,
+            # 10 a class: a 10% val split keeps one of each of the 100 classes
+            "cifar100": lambda folder: mini.cifar100(folder, train_per_class=10)}
+# each writes its official file name into the folder given
+
+
+def stand_in_weights(torch_home: Path, archs: set[str]) -> None:
+    for arch in sorted(archs):
+        env_home = torch.hub.get_dir()
+        torch.hub.set_dir(str(torch_home / "hub"))
+        try:
+            _, path = tv_resnet.weights_file(arch)
+        finally:
+            torch.hub.set_dir(env_home)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(torchvision.models.get_model(arch, weights=None).state_dict(), path)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> tuple[Path, dict, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("seed_smoke")
+    project = copy_project(root / "project")
+    env = {**tool_env(), "TORCH_HOME": str(root / "torch")}
+    subprocess.run([sys.executable, "-m", "pipeline.study", "seed"], cwd=project, env=env, check=True)
+    downloads = project / "data/downloads"
+    downloads.mkdir(parents=True)
+    md5 = {kind: mini.md5(make(downloads)) for kind, make in ARCHIVES.items()}
+    jpeg = mini.tar_of_folder(mini.image_folder(root / "jpeg", {f"c{i}": 6 for i in range(10)}, split_dirs=True),
+                              root / "cifar10-jpeg.tar.gz", "cifar10")
+    local = P.read_yaml(project / "studies/cifar10_local.yaml")
+
+    def smoke(doc):
+        doc["smoke"] = True
+        for ds in doc["datasets"].values():
+            if ds["source"]["kind"] in md5:
+                ds["source"]["md5"] = md5[ds["source"]["kind"]]     # the miniature stands in as a mirror's file
+        for name, ds in local["datasets"].items():
+            doc["datasets"][name] = {**ds, "source": {"kind": "folder", "path": str(jpeg), "md5": mini.md5(jpeg)}}
+        doc["experiments"].update(local["experiments"])
+    edit_params(project, smoke)
+    params = P.load(project / "params.yaml")
+    stand_in_weights(root / "torch", {e["model"]["arch"] for e in params["experiments"].values()
+                                      if e.get("pretrained") == "imagenet"})
+    run = subprocess.run(["snakemake", "--cores", "2", "--keep-going"], cwd=project, env=env, capture_output=True, text=True)
+    return project, params, run
+
+
+def test_every_experiment_of_the_seed_study_trains_evaluates_and_reaches_the_report(smoke_run):
+    project, params, run = smoke_run
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    names = list(params["experiments"])
+    assert len(names) >= 29 and {"resnet50_birds_full", "tinynet", "cifarnet_best_jpeg"} <= set(names)
+    for name in names:
+        d = project / "results/experiments" / name
+        test = json.loads((d / "test.json").read_text())
+        run_record = json.loads((d / "run.json").read_text())
+        assert 0 <= test["test_acc"] <= 1, name
+        assert run_record["config"]["epochs"] == 1 and len(run_record["epoch_times_s"]) == 1, name
+    html = (project / "results/report.html").read_text()
+    assert "Smoke run" in html
+    for name in names:
+        assert f'id="exp-{name}"' in html, name
+    for section in ("overview", "leaderboard-section", "seeds", "comparisons", "experiments", "data"):
+        assert f'id="{section}"' in html, section
+    assert len(re.findall(r"<tr", html)) > 2 * len(names)
+
+
+def test_smoke_changes_sizes_only(smoke_run):
+    """The switch shrinks epochs, inputs and images per class, and nothing else of a config."""
+    project, params, _ = smoke_run
+    full = {**params, "smoke": False}
+    for name in params["experiments"]:
+        small, big = P.experiment_config(params, name), P.experiment_config(full, name)
+        differ = {k for k in big if small.get(k) != big[k]} - {"parent"}
+        assert differ <= {"epochs", "input_size"}, (name, differ)
+        assert small["epochs"] == 1 and (small.get("input_size") or 0) <= 64
+    for name in params["datasets"]:
+        small, big = P.dataset_config(params, name), P.dataset_config(full, name)
+        assert {k for k in {*big, *small} if small.get(k) != big.get(k)} <= \
+            {"image_size", "train_per_class", "test_per_class"}, name
+        assert small["train_per_class"] <= 4 and small["test_per_class"] <= 2
