@@ -140,39 +140,59 @@ def random_resized_crop(x, g, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), size: int
     return _to_uint8(F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False))
 
 
+def resize_crop(x, g, resize: int, size: int | None = None):
+    """Resize(resize) + RandomCrop(size) of a square image: the image resampled (bilinear) to
+    resize x resize and a window cut at integer offsets in [0, resize - size], drawn per sample.
+    One grid_sample at exactly the points resizing then cropping samples, without the large
+    intermediate image (bilinear, no antialias: these resizes enlarge)."""
+    b, h = len(x), x.shape[-2]          # square images (CIFAR)
+    size = size or h
+    if resize < size:
+        raise ValueError(f"resize_crop: resize {resize} is smaller than the crop, {size} px")
+    oy, ox = (torch.randint(0, resize - size + 1, (b,), generator=g).float() for _ in range(2))
+    theta = torch.zeros(b, 2, 3)                        # output [-1, 1] -> the window, in the input's [-1, 1]
+    theta[:, 0, 0] = theta[:, 1, 1] = size / resize
+    theta[:, 0, 2], theta[:, 1, 2] = (2 * ox + size) / resize - 1, (2 * oy + size) / resize - 1
+    grid = F.affine_grid(to_device(theta, x.device), [b, x.shape[1], size, size], align_corners=False)
+    return _to_uint8(F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False))
+
+
 OPS = {"crop": crop, "hflip": hflip, "vflip": vflip, "grayscale": grayscale, "color_jitter": color_jitter,
-       "rotation": rotation, "random_resized_crop": random_resized_crop}
+       "rotation": rotation, "random_resized_crop": random_resized_crop, "resize_crop": resize_crop}
 
 
 def apply(ops: list[dict], x: torch.Tensor, g: torch.Generator, size: int | None = None) -> torch.Tensor:
     """Apply the configured ops in order to a uint8 batch (B, C, H, W); returns uint8. Shapes are
-    kept, except that random_resized_crop resamples to `size` (the model's input size)."""
+    kept, except that random_resized_crop and resize_crop resample to `size` (the model's input size)."""
     for op in ops:
         kwargs = {k: v for k, v in op.items() if k != "name"}
-        if op["name"] == "random_resized_crop":
+        if op["name"] in ("random_resized_crop", "resize_crop"):
             kwargs["size"] = size
         x = OPS[op["name"]](x, g, **kwargs)
     return x
 
 
 class Resize(nn.Module):
-    """Test-time geometry (and train-time, after augmentation): resize the shorter side to `size`,
-    then centre-crop size x size, like torchvision's Resize(size) + CenterCrop(size)."""
+    """Test-time geometry (and train-time, after augmentation): resize the shorter side to
+    `short_side` (default `size`), then centre-crop size x size, like torchvision's
+    Resize(short_side) + CenterCrop(size). An input already size x size passes as it is."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, short_side: int | None = None):
         super().__init__()
-        self.size = size
+        self.size, self.short_side = size, short_side or size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:            # (B, C, h, w) float -> (B, C, size, size)
         h, w = x.shape[-2:]
         if (h, w) == (self.size, self.size):
             return x
-        # torchvision's tensor Resize is this interpolate call; importing torchvision costs ~2 s per stage
-        nh, nw = (self.size, max(self.size, round(w * self.size / h))) if h <= w else \
-                 (max(self.size, round(h * self.size / w)), self.size)
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        s = self.short_side
+        if min(h, w) != s:
+            # torchvision's tensor Resize is this interpolate call; importing torchvision costs ~2 s per stage
+            nh, nw = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+        nh, nw = x.shape[-2:]
         top, left = round((nh - self.size) / 2), round((nw - self.size) / 2)
         return x[..., top:top + self.size, left:left + self.size]
 
     def extra_repr(self) -> str:
-        return f"size={self.size}"
+        return f"size={self.size}, short_side={self.short_side}"

@@ -120,10 +120,11 @@ def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) ->
 
 def train_mode(model: nn.Module, config: dict) -> None:
     """Training mode, except that under `finetune: last_layer` the frozen body is in eval mode (a
-    fixed feature extractor keeps its BatchNorm statistics) while the part holding the head, with
-    any dropout in it, trains. The body: every top-level part of the network but the head's."""
+    fixed feature extractor keeps its BatchNorm statistics; `frozen_body: train` lets them follow
+    the batches instead) while the part holding the head, with any dropout in it, trains. The body:
+    every top-level part of the network but the head's."""
     model.train()
-    if config.get("finetune", "all") == "last_layer":
+    if config.get("finetune", "all") == "last_layer" and config.get("frozen_body", "eval") == "eval":
         head_part = models.head_name(model.net).split(".")[0]
         for name, part in model.net.named_children():
             if name != head_part:
@@ -321,12 +322,23 @@ def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, exper
     `device`; whether it runs channels_last; its autocast context."""
     weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
     model = inference.build_model(config, meta, stats, **weights)
+    if config.get("init", "default") == "he":
+        he_init(model.net)
     init_pretrained(model, config, experiments)
     model = model.to(device)
     nhwc, precision = inference.channels_last(model, device), inference.autocast(config, device)
     if nhwc:
         model = model.to(memory_format=torch.channels_last)
     return model, nhwc, precision
+
+
+def he_init(net: nn.Module) -> None:
+    """He et al. (2015): every conv and linear weight N(0, 2 / fan_in), the ReLU gain; biases zero."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _write(out: TrainOutputs, checkpoint: dict, history: list[dict], table, metrics: dict, run: dict) -> None:

@@ -4,8 +4,9 @@
         --metrics results/digits_mlp/test.json --predictions results/digits_mlp/predictions.csv \
         --per_class results/digits_mlp/per_class.csv --confusion results/digits_mlp/confusion.csv
 
-test.json: test top-1 and top-5 accuracy and loss (the scalars `dvc exp show` lists), and the digest
-of the model's config (params.config_hash); per_class.csv: accuracy and image count per class; predictions.csv: one
+test.json: test top-1 and top-5 accuracy and loss (the scalars `dvc exp show` lists), with the model
+in the mode `test_mode` says (and, for train mode, the eval-mode figures too: `*_eval_mode`), and
+the digest of the model's config (params.config_hash); per_class.csv: accuracy and image count per class; predictions.csv: one
 row per test image (index, true and predicted label); confusion.csv: counts, rows true, columns
 predicted.
 """
@@ -46,14 +47,24 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
     import pandas as pd
     from pipeline import data, inference  # torch is imported only once there is work to do
     from pipeline.params import config_hash
+    import torch
     model, ckpt, device = inference.load_model(checkpoint)
+    config = ckpt["config"]
     test = data.load_split(prepared, "test", device)
-    logits = inference.predict(model, test, ckpt["config"]["batch_size"], inference.autocast(ckpt["config"], device),
-                               inference.channels_last(model, device)).numpy()
     labels = test.labels.cpu().numpy()
     classes = data.load_meta(prepared)["classes"]
-    result = scores(logits, labels, classes)
+
+    def test_scores(train_mode: bool) -> dict:
+        torch.manual_seed(config["seed"])      # dropout, where train mode turns it on
+        logits = inference.predict(model, test, config["batch_size"], inference.autocast(config, device),
+                                   inference.channels_last(model, device), train_mode)
+        return scores(logits.numpy(), labels, classes)
+    # eval mode first: a train-mode pass moves BatchNorm's running statistics
+    in_eval = test_scores(train_mode=False)
+    result = in_eval if config.get("test_mode", "eval") == "eval" else test_scores(train_mode=True)
     cm, pred, acc = result.pop("confusion"), result.pop("pred"), result.pop("per_class_acc")
+    if result is not in_eval:     # scored in train mode: the eval-mode figures beside them
+        result.update({f"{k}_eval_mode": in_eval[k] for k in ("test_loss", "test_acc", "test_top5")})
     result["config_sha256"] = config_hash(ckpt["config"])   # the config of the model scored here
     with stage.atomic_path(per_class) as tmp:
         pd.DataFrame({"class": classes, "accuracy": list(acc.values()), "images": cm.sum(1)}).to_csv(tmp, index=False)

@@ -85,7 +85,8 @@ def normalisation(config: dict, meta: dict, stats: dict) -> tuple[list[float], l
 
 
 def build_model(config: dict, meta: dict, stats: dict, **extra) -> nn.Module:
-    """uint8 (B, C, H, W) -> normalise -> resize to the input size -> the registered model -> logits."""
+    """uint8 (B, C, H, W) -> normalise -> resize to the input size (the short side to
+    `resize_before_crop` first, where set, then the centre square) -> the registered model -> logits."""
     size = input_size(config, meta)
     try:
         net = models.build(config["model"], meta["channels"], size, len(meta["classes"]), **extra)
@@ -93,15 +94,17 @@ def build_model(config: dict, meta: dict, stats: dict, **extra) -> nn.Module:
         raise PipelineError(f"experiment {config['name']}: model: {e}; set input_size (e.g. input_size: 32) "
                             f"to resize the images, or use fewer pooling layers") from None
     mean, std = normalisation(config, meta, stats)
-    resize = augment.Resize(size[0]) if config.get("input_size") else nn.Identity()
+    resize = augment.Resize(size[0], config.get("resize_before_crop")) if config.get("input_size") else nn.Identity()
     return nn.Sequential(OrderedDict(normalize=data.Normalize(mean, std), resize=resize, net=net))
 
 
 @torch.no_grad()
 def predict(model: nn.Module, split: data.Split, batch_size: int,
-            precision=contextlib.nullcontext(), nhwc: bool = False) -> torch.Tensor:
-    """Logits for the whole split, in order: (N, num_classes) float32 on the CPU (one copy at the end)."""
-    model.eval()
+            precision=contextlib.nullcontext(), nhwc: bool = False, train_mode: bool = False) -> torch.Tensor:
+    """Logits for the whole split, in order: (N, num_classes) float32 on the CPU (one copy at the end).
+    `train_mode`: scored as code that never calls model.eval() scores (BatchNorm normalises each
+    batch by its own statistics and updates its running ones; dropout is on)."""
+    model.train(train_mode)
     with precision:
         out = [model(data.memory_format(x, nhwc)).float() for x, _ in data.batches(split, batch_size)]
     return torch.cat(out).cpu()

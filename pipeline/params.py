@@ -95,10 +95,21 @@ def check_study(study: dict, defaults: dict, source: str) -> None:
     _check_pretrained(study["experiments"], defaults.get("pretrained"), source)
     _check_val_split(study, defaults, source)
     for name, exp in study["experiments"].items():
-        base = (exp.get("reported") or {}).get("base")
+        crop, size = (exp.get(k, defaults.get(k)) for k in ("resize_before_crop", "input_size"))
+        if crop is not None and (size is None or crop < size):
+            raise ParamsError(f"{source}: experiments.{name}.resize_before_crop: {crop} needs an input_size no "
+                              f"larger (it is {size}); set input_size, or resize_before_crop: null")
+    for name, exp in study["experiments"].items():
+        reported = exp.get("reported") or {}
+        base = reported.get("base")
         if base is not None and base not in study["experiments"]:
             raise ParamsError(f"{source}: experiments.{name}.reported.base: {base!r} is not an experiment of "
                               f"this study; name the experiment this one changes")
+        base_split = (study["experiments"].get(base, {}).get("reported") or {}).get("split", reported.get("split"))
+        if base is not None and base_split != reported["split"]:
+            raise ParamsError(f"{source}: experiments.{name}.reported.base: {base!r} reports on {base_split}, "
+                              f"{name} on {reported['split']}: a change is only measured on one split; "
+                              f"name a base reported on {reported['split']}, or drop base")
 
 
 def _check_val_split(study: dict, defaults: dict, source: str) -> None:
@@ -209,7 +220,10 @@ def experiment_config(params: dict, name: str) -> dict:
     config.update(exp)
     config["name"] = name
     if params["smoke"]:
+        full = config["input_size"]
         _smoke_sizes(config, ("epochs", "input_size"))
+        if config.get("resize_before_crop"):      # the same geometry, scaled: 256 -> 224 becomes 73 -> 64
+            config["resize_before_crop"] = round(config["resize_before_crop"] * config["input_size"] / full)
     if config["pretrained"] not in (None, "imagenet"):
         parent = config["pretrained"]
         config["parent"] = {"config": experiment_config(params, parent),

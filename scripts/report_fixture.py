@@ -112,12 +112,18 @@ def write_params(root: Path, datasets: list[str], experiments: dict[str, dict]) 
     return params_mod.load(root / "params.yaml")
 
 
-def reported_figure(i: int, first: str) -> dict:
+def reported_figure(i: int, first: str) -> dict | None:
+    """Experiment i's seed figure: a test one with losses and per-class figures (i % 4 == 0), a val
+    one (1), an ablation step on test, changing the first experiment (2), or none (3)."""
     if i % 4 == 0:
         return {"split": "test", "top1": 70.0 + i, "loss": 0.5, "train_loss": 0.25, "source": f"fixture {i}",
                 "per_class": {"0": 90.0, "1": 50.0}}
-    return {"split": "val", "top1": 70.0 + i, "source": f"fixture {i}, step {i}", "base": first,
-            "change": f"change {i}"}
+    if i % 4 == 1:
+        return {"split": "val", "top1": 70.0 + i, "source": f"fixture {i}"}
+    if i % 4 == 2:
+        return {"split": "test", "top1": 70.0 + i, "source": f"fixture {i}, step {i}", "base": first,
+                "change": f"change {i}"}
+    return None
 
 
 def make_study(root: Path, n_experiments: int = 3, datasets: tuple[str, ...] = ("digits",)) -> dict:
@@ -134,7 +140,7 @@ def make_study(root: Path, n_experiments: int = 3, datasets: tuple[str, ...] = (
         ds = datasets[i % len(datasets)]
         specs[f"{ds}_exp{i:02d}"] = {"dataset": ds, "description": f"fake experiment {i}",
                                      **({"reported": reported_figure(i, first=f"{datasets[0]}_exp00")}
-                                        if i % 2 == 0 else {})}
+                                        if reported_figure(i, "") else {})}
     params = write_params(root, list(datasets), specs)
     configure.configure(params, root / "results" / "configs", root / "data" / "sources")
     truth = {}

@@ -72,7 +72,10 @@ def convs(net: nn.Module) -> int:
 SEED_FIGURES = {
     "basenet": ([(400, 50, True), (50, 100, True)], 2),
     "vgg16bn_small_head": ([(512, 256, True), (256, 256, True), (256, 100, True)], 13),
-    "vgg_custom_128_aug": ([(512, 4096, True), (4096, 100, True)], 8),   # seed 001's final table
+    "vgg_custom_128_aug": ([(512, 4096, True), (4096, 100, True)], 10),  # seed 001's five blocks of two
+    "vgg19": ([(512, 4096, True), (4096, 4096, True), (4096, 100, True)], 16),  # "nn.Linear(512 * 1 * 1, 4096)"
+    "vgg19_fc1": ([(512, 4096, True), (4096, 100, True)], 16),
+    "vgg10_fc1": ([(512, 4096, True), (4096, 100, True)], 10),
     "ablation_base": ([(2048, 1024, True), (1024, 512, True), (512, 100, True)], 3),
     "ablation_newbase": ([(4096, 1024, True), (1024, 256, True), (256, 100, True)], 4),
     "ablation_deep_fc_dropout": ([(4096, 1024, True), (1024, 256, True), (256, 512, True), (512, 128, True),
@@ -106,6 +109,12 @@ def test_seed_001_resolution_rungs_share_step_11s_model_and_step_15_drops_the_4t
     assert features.shape == (1, 512, 16, 16)
 
 
+def test_the_seed_study_header_counts_its_experiments():
+    first = (ROOT / "studies/seed.yaml").read_text().splitlines()[0]
+    n = len(params.read_yaml(ROOT / "studies/seed.yaml")["experiments"])
+    assert first.startswith(f"# The {n} experiments"), first
+
+
 def test_seed_004_variants_change_only_what_they_name():
     bn = build(EXPERIMENTS["ablation_bn"])
     assert sum(isinstance(m, nn.BatchNorm2d) for m in bn.modules()) == 3
@@ -131,6 +140,23 @@ def test_resnet_downsample_is_strided_3x3_conv_with_bn():
     assert (conv.kernel_size, conv.stride) == ((3, 3), (2, 2)) and isinstance(bn, nn.BatchNorm2d)
     assert [len(s) for s in net.stages] == [2, 4, 4, 2]
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_resnet_hw4_is_the_authors_network():
+    """share020/dl's part-1 resnet.py: the block's output is the plain sum (no ReLU after the add, so
+    it can be negative), Dropout2d after the stem, convs kaiming-normal with fan_out, fc bias zero."""
+    torch.manual_seed(0)
+    net = build(EXPERIMENTS["resnet_hw4"]).eval()
+    block = net.stages[1][0]
+    out = block(torch.randn(4, 32, 16, 16))
+    assert (out < 0).any()
+    he = models.build({"name": "resnet", "relu_after_add": True}, 3, (32, 32), 100).eval()
+    assert (he.stages[1][0](torch.randn(4, 32, 16, 16)) >= 0).all()
+    assert isinstance(net.stem[3], nn.Dropout2d) and net.stem[3].p == 0.02
+    conv = net.stages[2][1].conv2                                   # 128 -> 128, 3x3
+    fan_out = conv.out_channels * 9
+    assert abs(conv.weight.std().item() / (2 / fan_out) ** 0.5 - 1) < 0.05
+    assert torch.equal(net.fc.bias, torch.zeros_like(net.fc.bias))
 
 
 def test_registry_and_schema_agree():

@@ -176,3 +176,26 @@ def test_a_training_key_is_declared_once(good, monkeypatch):
         P.validate(broken(p, lambda p: p.pop("warmup")))
     with pytest.raises(P.ParamsError, match=r"warmup: -1 is less than the minimum of 0"):
         P.validate(broken(p, lambda p: p["experiments"][name].update(warmup=-1)))
+
+
+def test_resize_before_crop_needs_an_input_size_no_larger(good):
+    name = next(iter(good["experiments"]))
+    with pytest.raises(P.ParamsError, match=rf"experiments\.{name}\.resize_before_crop: 200 needs an input_size "
+                                            r"no larger \(it is None\)"):
+        P.validate(broken(good, lambda p: p["experiments"][name].update(resize_before_crop=200, input_size=None)))
+    ok = broken(good, lambda p: p["experiments"][name].update(resize_before_crop=256, input_size=224))
+    assert P.validate(ok)["experiments"][name]["resize_before_crop"] == 256
+
+
+def test_an_ablation_base_must_report_on_its_childs_split(good):
+    """A test figure minus a val figure is no change (the report's ablation deltas)."""
+    def pair(child_split):
+        def edit(p):
+            a, b = list(p["experiments"])[:2]
+            p["experiments"][a]["reported"] = {"split": "val", "top1": 57}
+            p["experiments"][b]["reported"] = {"split": child_split, "top1": 63.5, "base": a}
+        return edit
+    with pytest.raises(P.ParamsError, match=r"reported\.base: '\w+' reports on val, \w+ on test: a change is only "
+                                            r"measured on one split"):
+        P.validate(broken(good, pair("test")))
+    assert P.validate(broken(good, pair("val")))

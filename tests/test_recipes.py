@@ -233,6 +233,43 @@ def test_resize_equals_torchvision_resize_then_centre_crop(shape, size):
     assert torch.equal(augment.Resize(size)(same), same)               # already the input size
 
 
+def test_resize_crop_is_torchvisions_resize_then_random_crop_on_the_same_draws():
+    """seed 001's Resize(160) + RandomCrop(128) of 32-px images: 33 integer offsets per axis of the
+    enlarged image, each sample its own; pixel for pixel torchvision's on the offsets drawn."""
+    from torchvision.transforms.v2 import functional as TF
+    x = torch.randint(0, 256, (6, 3, 32, 32), generator=gen(5), dtype=torch.uint8)
+    out = augment.apply([{"name": "resize_crop", "resize": 160}], x, gen(1), size=128)
+    g = gen(1)
+    oy, ox = (torch.randint(0, 160 - 128 + 1, (6,), generator=g) for _ in range(2))
+    big = TF.resize(x.float(), [160, 160], antialias=False)
+    expected = torch.stack([big[i, :, oy[i]:oy[i] + 128, ox[i]:ox[i] + 128] for i in range(6)]).round()
+    assert out.shape == (6, 3, 128, 128) and (out.float() - expected).abs().max() <= 1
+    assert len({(int(a), int(b)) for a, b in zip(oy, ox)}) > 1               # samples got their own windows
+    with pytest.raises(ValueError, match="resize 100 is smaller than the crop, 128 px"):
+        augment.apply([{"name": "resize_crop", "resize": 100}], x, gen(1), size=128)
+
+
+def test_he_init_draws_every_weight_with_the_relu_gain_on_fan_in():
+    from pipeline import engine
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(16, 64, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(512, 256))
+    engine.he_init(net)
+    for layer, fan_in in ((net[0], 16 * 9), (net[3], 512)):
+        assert abs(layer.weight.std().item() / (2 / fan_in) ** 0.5 - 1) < 0.05
+        assert torch.equal(layer.bias, torch.zeros_like(layer.bias))
+
+
+@pytest.mark.parametrize("shape, short_side, size", [((2, 3, 256, 256), 256, 224), ((2, 3, 300, 400), 256, 224),
+                                                     ((2, 3, 70, 70), 73, 64)])
+def test_resize_before_crop_equals_torchvision_resize_then_centre_crop(shape, short_side, size):
+    """resize_before_crop: the course's Resize(256) + CenterCrop(224), not the square squeezed to 224."""
+    from torchvision.transforms.v2 import functional as TF
+    x = torch.rand(shape, generator=gen())
+    expected = TF.center_crop(TF.resize(x, short_side, antialias=True), [size, size])
+    assert torch.allclose(augment.Resize(size, short_side)(x), expected, atol=1e-6)
+    assert not torch.allclose(augment.Resize(size)(x), expected, atol=1e-3)     # the default differs
+
+
 # ---- transfer learning --------------------------------------------------------------------------
 def test_imagenet_weights_offline_error_names_the_file_and_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -36,7 +36,7 @@ def _leaderboard_rows(html: str) -> list[str]:
 
 
 def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
-    study = make_study(tmp_path, n_experiments=3)
+    study = make_study(tmp_path, n_experiments=4)
     exps = {n: collect.experiment(study["study"], n, tmp_path / "results/experiments")
             for n in study["study"]["experiments"]}
     rows = {n: collect.leaderboard_row(e) for n, e in exps.items()}
@@ -51,24 +51,39 @@ def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
     # digits_exp00 has wrong_every=3: 40 of 60 right = 66.67 %; reported 70.0 on test -> -3.33 points
     assert rows["digits_exp00"]["test_acc"] == pytest.approx(200 / 3)
     assert rows["digits_exp00"]["diff"] == pytest.approx(200 / 3 - 70.0)
-    # digits_exp02's 72.0 is a val figure: compared with our val accuracy, never our test accuracy
-    assert rows["digits_exp02"]["reported_split"] == "val"
-    assert rows["digits_exp02"]["diff"] == pytest.approx(100 * study["truth"]["digits_exp02"]["train"]["val_acc"] - 72.0)
-    assert rows["digits_exp02"]["diff"] != pytest.approx(rows["digits_exp02"]["test_acc"] - 72.0)
-    assert rows["digits_exp01"]["reported"] is None and rows["digits_exp01"]["diff"] is None
+    # digits_exp01's 71.0 is a val figure: compared with our val accuracy, never our test accuracy
+    assert rows["digits_exp01"]["reported_split"] == "val"
+    assert rows["digits_exp01"]["diff"] == pytest.approx(100 * study["truth"]["digits_exp01"]["train"]["val_acc"] - 71.0)
+    assert rows["digits_exp01"]["diff"] != pytest.approx(rows["digits_exp01"]["test_acc"] - 71.0)
+    assert rows["digits_exp03"]["reported"] is None and rows["digits_exp03"]["diff"] is None
+
+
+def test_a_seed_figure_printed_cut_to_an_integer_is_compared_with_ours_cut_the_same_way(tmp_path):
+    """seed 001 printed accuracy with %d: a 70 stands for [70, 71), so ours is floored too."""
+    study = make_study(tmp_path, n_experiments=3)
+    exp = collect.experiment(study["study"], "digits_exp00", tmp_path / "results/experiments")
+    ours = 100 * study["truth"]["digits_exp00"]["test_acc"]
+    assert ours != int(ours)                                        # a figure with a fraction to cut
+    exp["reported"] = {**exp["reported"], "truncated": True}
+    row = collect.leaderboard_row(exp)
+    assert row["reported_truncated"] and row["diff"] == pytest.approx(int(ours) - 70.0)
+    assert row["test_acc"] == pytest.approx(ours)                    # the leaderboard's own column is exact
+    assert not row["reported_peak"]
+    exp["reported"]["peak"] = True                                   # a best-of-epochs figure is marked so
+    assert collect.leaderboard_row(exp)["reported_peak"]
 
 
 def test_seed_figures_ablations_and_per_class_compare_like_with_like(tmp_path):
     study = make_study(tmp_path, n_experiments=3)
     exps = [collect.experiment(study["study"], n, tmp_path / "results/experiments") for n in study["study"]["experiments"]]
-    e0, e2 = exps[0], exps[2]
+    e0 = exps[0]
     truth0, truth2 = study["truth"]["digits_exp00"], study["truth"]["digits_exp02"]
     got = {(r["metric"], r["split"]): (r["seed"], r["ours"]) for r in collect.seed_comparison(e0)}
     assert got == {("top-1 accuracy (%)", "test"): (70.0, pytest.approx(100 * truth0["test_acc"])),
                    ("loss (cross-entropy)", "test"): (0.5, pytest.approx(truth0["test"]["test_loss"])),
                    ("train loss", "train"): (0.25, pytest.approx(truth0["train"]["train_loss"]))}
-    got = {(r["metric"], r["split"]): r["ours"] for r in collect.seed_comparison(e2)}
-    assert got == {("top-1 accuracy (%)", "val"): pytest.approx(100 * truth2["train"]["val_acc"])}
+    got = {(r["metric"], r["split"]): r["ours"] for r in collect.seed_comparison(exps[1])}
+    assert got == {("top-1 accuracy (%)", "val"): pytest.approx(100 * study["truth"]["digits_exp01"]["train"]["val_acc"])}
     rows, problems = collect.per_class_comparison(e0)
     assert [(r["class"], r["seed"], r["ours"]) for r in rows] == [
         ("0", 90.0, pytest.approx(100 * truth0["per_class"]["0"])), ("1", 50.0, pytest.approx(100 * truth0["per_class"]["1"]))]
@@ -76,9 +91,9 @@ def test_seed_figures_ablations_and_per_class_compare_like_with_like(tmp_path):
     e0["reported"] = {**e0["reported"], "per_class": {"plane": 79.0}}
     assert "reported.per_class names plane, not classes of digits" in collect.per_class_comparison(e0)[1][0]
     [row] = collect.ablations(exps)["fixture 2"]
-    assert (row["name"], row["base"], row["split"]) == ("digits_exp02", "digits_exp00", "val")
-    assert row["seed_delta"] == pytest.approx(72.0 - 70.0)   # as the seed reported both
-    assert row["ours_delta"] == pytest.approx(100 * (truth2["train"]["val_acc"] - truth0["train"]["val_acc"]))
+    assert (row["name"], row["base"], row["split"]) == ("digits_exp02", "digits_exp00", "test")
+    assert row["seed_delta"] == pytest.approx(72.0 - 70.0)   # as the seed reported both, on test
+    assert row["ours_delta"] == pytest.approx(100 * (truth2["test_acc"] - truth0["test_acc"]))
 
 
 def test_early_stopping_and_the_epoch_budget_come_from_run_json(tmp_path):
@@ -255,8 +270,8 @@ def test_the_rendered_report_has_the_seed_table_per_class_and_ablation(tmp_path)
     study = make_study(tmp_path, n_experiments=3)
     html, _ = _report(tmp_path, study["study"])
     seeds = html.split('<table id="seed-comparison"', 1)[1].split("</table>", 1)[0]
-    assert re.findall(r'<tr data-experiment="([^"]+)"', seeds) == ["digits_exp00"] * 3 + ["digits_exp02"]
+    assert re.findall(r'<tr data-experiment="([^"]+)"', seeds) == ["digits_exp00"] * 3 + ["digits_exp01", "digits_exp02"]
     per_class = html.split('<table class="per-class-seed" data-experiment="digits_exp00"', 1)[1].split("</table>", 1)[0]
     assert "<th>seed</th><td class=\"num\">90.0</td>" in per_class
     ablation = html.split("<h3>Ablation: fixture 2</h3>", 1)[1].split("</table>", 1)[0]
-    assert '<tr data-experiment="digits_exp02"><td><a href="#exp-digits_exp02">digits_exp02</a></td><td>digits_exp00</td><td>change 2</td><td>val</td>' in ablation
+    assert '<tr data-experiment="digits_exp02"><td><a href="#exp-digits_exp02">digits_exp02</a></td><td>digits_exp00</td><td>change 2</td><td>test</td>' in ablation

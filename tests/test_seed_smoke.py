@@ -20,12 +20,11 @@ import torch
 import torchvision
 
 import miniatures as mini
-from conftest import copy_project, tool_env
+from conftest import ROOT, copy_project, tool_env, unit_params
 from pipeline import params as P
 from pipeline.models import tv_resnet
 from test_pipeline import edit_params
 
-pytestmark = pytest.mark.integration
 ARCHIVES = {"cifar10": mini.cifar10, "tiny_imagenet": mini.tiny_imagenet, "cub200": mini.cub200,
             # 10 a class: a 10% val split keeps one of each of the 100 classes
             "cifar100": lambda folder: mini.cifar100(folder, train_per_class=10)}
@@ -73,6 +72,7 @@ def smoke_run(tmp_path_factory) -> tuple[Path, dict, subprocess.CompletedProcess
     return project, params, run
 
 
+@pytest.mark.integration
 def test_every_experiment_of_the_seed_study_trains_evaluates_and_reaches_the_report(smoke_run):
     project, params, run = smoke_run
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -91,16 +91,27 @@ def test_every_experiment_of_the_seed_study_trains_evaluates_and_reaches_the_rep
     for section in ("overview", "leaderboard-section", "seeds", "comparisons", "experiments", "data"):
         assert f'id="{section}"' in html, section
     assert len(re.findall(r"<tr", html)) > 2 * len(names)
+    # the ablation tables: seed 001's ladder step by step, seed 004's variants, each seed delta beside ours
+    ablation = {m.group(1): re.findall(r'<tr data-experiment="([^"]+)">', html[m.end():].split("</table>", 1)[0])
+                for m in re.finditer(r"<h3>Ablation: ([^<]+)</h3>", html)}
+    ladder = [n for n, e in params["experiments"].items()
+              if (e.get("reported") or {}).get("source", "").startswith("seed 001, step")]
+    assert len(ladder) >= 13 and [n for n in ablation["seed 001"] if n in ladder] == ladder
+    assert {n for n in names if n.startswith("ablation_") and n != "ablation_base"} <= set(ablation["seed 004"])
 
 
-def test_smoke_changes_sizes_only(smoke_run):
+def test_smoke_changes_sizes_only():
     """The switch shrinks epochs, inputs and images per class, and nothing else of a config."""
-    project, params, _ = smoke_run
-    full = {**params, "smoke": False}
+    full = unit_params()
+    for study in ("seed", "cifar10_local"):
+        doc = P.read_yaml(ROOT / "studies" / f"{study}.yaml")
+        full["datasets"].update(doc["datasets"])
+        full["experiments"].update(doc["experiments"])
+    params = {**full, "smoke": True}
     for name in params["experiments"]:
         small, big = P.experiment_config(params, name), P.experiment_config(full, name)
         differ = {k for k in big if small.get(k) != big[k]} - {"parent"}
-        assert differ <= {"epochs", "input_size"}, (name, differ)
+        assert differ <= {"epochs", "input_size", "resize_before_crop"}, (name, differ)
         assert small["epochs"] == 1 and (small.get("input_size") or 0) <= 64
     for name in params["datasets"]:
         small, big = P.dataset_config(params, name), P.dataset_config(full, name)

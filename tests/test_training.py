@@ -107,6 +107,25 @@ def test_val_loss_is_plain_cross_entropy_whatever_the_training_loss(prepared, tm
     assert abs(h["val_loss"].iloc[0] - smoothed) > 1e-3
 
 
+def test_test_mode_train_scores_with_batch_statistics_and_keeps_the_eval_mode_figures(prepared, tmp_path):
+    """seed 003's code never called model.eval(): `test_mode: train` scores each test batch with
+    its own BatchNorm statistics (and dropout on), repeatably, and records the eval-mode figures too."""
+    from pipeline import evaluate
+    resnet = {"name": "resnet", "stem": 8, "channels": [8, 16], "blocks": [1, 1], "strides": [1, 2], "dropout": 0.2}
+    results = {}
+    for mode in ("eval", "train", "train"):
+        out = tmp_path / f"{mode}{len(results)}"
+        fit(config(model=resnet, epochs=1, test_mode=mode), prepared, out)
+        results[out.name] = evaluate.evaluate(out / "model.pt", prepared, out / "test.json", out / "p.csv",
+                                              out / "pred.csv", out / "c.csv")
+    in_eval, in_train, again = results.values()
+    assert "test_acc_eval_mode" not in in_eval
+    assert in_train["test_acc_eval_mode"] == in_eval["test_acc"]          # the same weights, scored both ways
+    assert in_train["test_loss_eval_mode"] == in_eval["test_loss"]
+    assert in_train["test_loss"] != in_eval["test_loss"]                  # batch statistics, not running ones
+    assert {k: v for k, v in in_train.items()} == {k: v for k, v in again.items()}
+
+
 def test_last_layer_finetuning_keeps_the_body_in_eval_mode_and_the_head_training(prepared):
     """A frozen body keeps its BatchNorm statistics; dropout in the head still drops."""
     meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
@@ -116,6 +135,8 @@ def test_last_layer_finetuning_keeps_the_body_in_eval_mode_and_the_head_training
     modes = {type(m).__name__: m.training for m in model.net.modules() if not list(m.children())}
     assert modes["BatchNorm2d"] is False and modes["Dropout"] is True and modes["Linear"] is True
     engine.train_mode(model, {**cfg, "finetune": "all"})
+    assert all(m.training for m in model.modules())
+    engine.train_mode(model, {**cfg, "frozen_body": "train"})     # the course loop's model.train()
     assert all(m.training for m in model.modules())
 
 

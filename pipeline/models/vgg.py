@@ -1,7 +1,7 @@
 """The VGG family: a stack of 3x3 conv + BatchNorm + ReLU with pooling, then an fc head.
 
 seed 000 (vgg16bn_small_head): the 13-conv VGG-16-BN body, flatten, dropout 0.5 fc head 256-256.
-seed 001 (vgg_custom_128): an 8-conv body, AdaptiveAvgPool2d(1), fc 4096, at 128-pixel input.
+seed 001 (vgg19 ... vgg_custom_128_aug): VGG-19-BN, then five blocks of two convs, AdaptiveAvgPool2d(1), fc 4096.
 """
 from torch import nn
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import subprocess
 from pathlib import Path
 
@@ -97,13 +98,16 @@ def _pct(x) -> float | None:
 
 
 def _ours(exp: dict, split: str, metric: str):
-    """Our figure for `metric` (top1 %, loss, train_loss) on `split`, from the kept checkpoint."""
+    """Our figure for `metric` (top1 %, loss, train_loss) on `split`, from the kept checkpoint; top-1
+    cut to an integer where the seed's figure was (`reported.truncated`)."""
     train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
     if metric == "train_loss":
         return train.get("train_loss")
-    if split == "test":
-        return _pct(test.get("test_acc")) if metric == "top1" else test.get("test_loss")
-    return _pct(train.get("val_acc")) if metric == "top1" else run.get("val_loss")
+    if metric != "top1":
+        return test.get("test_loss") if split == "test" else run.get("val_loss")
+    ours = _pct(test.get("test_acc") if split == "test" else train.get("val_acc"))
+    # a seed figure printed with %d stands for [X, X+1): ours cut the same way compares with it
+    return math.floor(ours) if ours is not None and (exp["reported"] or {}).get("truncated") else ours
 
 
 def leaderboard_row(exp: dict) -> dict:
@@ -120,7 +124,10 @@ def leaderboard_row(exp: dict) -> dict:
         "checkpoint": exp["config"].get("checkpoint", "best_val"), "stopped_early": bool(run.get("stopped_early")),
         "val_acc": _pct(train.get("val_acc")), "test_acc": _pct(test.get("test_acc")),
         "test_top5": _pct(test.get("test_top5")), "test_loss": test.get("test_loss"),
+        "test_mode": exp["config"].get("test_mode", "eval"),
+        "test_acc_eval_mode": _pct(test.get("test_acc_eval_mode")),   # scored in train mode: eval mode's too
         "train_time_s": train.get("train_time_s"), "reported": reported.get("top1"), "reported_split": split,
+        "reported_truncated": bool(reported.get("truncated")), "reported_peak": bool(reported.get("peak")),
         "compared": ours if split else _pct(test.get("test_acc")),   # ours on the seed's split, else test
         "diff": None if ours is None else ours - reported["top1"],
     }
