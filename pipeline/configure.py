@@ -126,13 +126,27 @@ def configure(params: dict, out: Path, sources: Path) -> list[str]:
     return [str(path) for path in write]
 
 
+# The row (pipeline/wiring.py builds both tools from it). Resolves params.yaml into one small JSON
+# file per job. A file changes only when what that job uses changes, so a new global `lr` retrains
+# exactly the experiments that inherit it. It also links data/sources/<ds> to each data set's
+# local files (a folder source's folder or archive; a one-line file for a published data set):
+# download's dependency, so that DVC hashes a folder's content and an edit inside it reruns that
+# data set's chain. The folder is configure's dependency, not an output: DVC then keeps no copy of
+# the user's images (an output's links it would copy in), and remakes a missing link by rerunning
+# configure. The configs' folder persists under DVC too (DVC would empty it first): a config whose
+# content did not change keeps its mtime, so Snakemake, judging by mtime, retrains nothing it does
+# not change; configure is then never restored from DVC's run-cache, only rerun (a second or so).
+ROW = stage.Stage(
+    "configure", None, deps={"sources": "data/sources"},
+    outs={"out": stage.Out("results/configs", directory=True, persist=True)},
+    # every key of the file: a typo'd key (`lrr:`) then reaches configure's own one-line error
+    # instead of DVC's "Parameters 'lr' are missing from 'params.yaml'"
+    args={"params": "params.yaml"}, params=("params.yaml",),
+    help={"sources": "folder of links to each data set's local files"})
+
 def parser() -> argparse.ArgumentParser:
-    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--sources", required=True, type=Path, help="folder of links to each data set's local files")
-    ap.add_argument("--log", type=Path)
+    """The command line, from the row."""
+    ap = ROW.parser(__doc__)
     return ap
 
 

@@ -46,14 +46,16 @@ def rescue_archive(source_cfg: dict, out: Path) -> None:
     log.info("moved %s to %s (the raw folder is rebuilt from it)", out / archive.filename, dest)
 
 
+ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
+    "download", "datasets",
+    deps={"config": "results/configs/datasets/{ds}.source.json", "source": "data/sources/{ds}"},
+    outs={"out": stage.Out("data/raw/{ds}", directory=True)},
+    help={"config": "the data set's source entry (JSON)",
+          "source": "configure's link to the data set's local files (the dependency the tools track)"})
+
 def parser() -> argparse.ArgumentParser:
-    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, type=Path, help="the data set's source entry (JSON)")
-    ap.add_argument("--source", required=True, type=Path,
-                    help="configure's link to the data set's local files (the dependency the tools track)")
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--log", type=Path)
+    """The command line, from the row."""
+    ap = ROW.parser(__doc__)
     return ap
 
 

@@ -79,12 +79,15 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
     return result
 
 
+EXP = stage.EXP
+ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
+    "evaluate", "experiments", gpus=1, deps={"model": f"{EXP}/model.pt", "prepared": stage.DS},
+    outs={"metrics": stage.Out(f"{EXP}/test.json", "metric"), "per_class": stage.Out(f"{EXP}/per_class.csv"),
+          "predictions": stage.Out(f"{EXP}/predictions.csv"), "confusion": stage.Out(f"{EXP}/confusion.csv")})
+
 def parser() -> argparse.ArgumentParser:
-    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("model", "prepared", "metrics", "per_class", "predictions", "confusion"):
-        ap.add_argument(f"--{name}", required=True, type=Path)
-    ap.add_argument("--log", type=Path)
+    """The command line, from the row."""
+    ap = ROW.parser(__doc__)
     return ap
 
 

@@ -217,14 +217,14 @@ def prepare(cfg: dict, raw_dir: Path, out: Path, workers: int = 0) -> dict:
     return meta
 
 
+ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
+    "prepare", "datasets", deps={"config": "results/configs/datasets/{ds}.json", "raw": "data/raw/{ds}"},
+    outs={"out": stage.Out("data/prepared/{ds}", directory=True)}, help={"config": "the data set's entry (JSON)"})
+
 def parser() -> argparse.ArgumentParser:
-    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, type=Path, help="the data set's entry (JSON)")
-    ap.add_argument("--raw", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
+    """The command line, from the row."""
+    ap = ROW.parser(__doc__)
     ap.add_argument("--workers", type=int, default=0, help="decoding processes (default: one per core)")
-    ap.add_argument("--log", type=Path)
     return ap
 
 

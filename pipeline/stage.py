@@ -1,13 +1,16 @@
-"""What every stage shares: logging to terminal and file, one-line user errors, and
-all-or-nothing outputs. Whether a stage needs to run at all is the orchestrators' business."""
+"""What every stage shares: its row (Stage: the declaration both tools are built from, and its
+command line), logging to terminal and file, one-line user errors, and all-or-nothing outputs.
+Whether a stage needs to run at all is the orchestrators' business."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
 import shutil
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +19,65 @@ log = logging.getLogger("pipeline")
 
 class PipelineError(Exception):
     """Bad input a user can fix; the message names the cause and the fix."""
+
+
+# ---- the row: a stage declared once (pipeline/wiring.py builds both tools from the rows) ------
+
+@dataclass(frozen=True)
+class Out:
+    path: str
+    kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
+    directory: bool = False
+    persist: bool = False      # DVC leaves it in place while the stage runs (and keeps no run-cache entry)
+
+
+@dataclass(frozen=True)
+class Gather:
+    """A dependency on every output of `stages` (for all experiments / data sets): DVC depends on
+    the folder `path` that holds them, Snakemake on the files themselves."""
+    path: str
+    stages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    foreach: str | None                 # None (one job) | "datasets" | "experiments"
+    deps: dict[str, str | Gather]       # --option -> path the stage reads
+    outs: dict[str, Out]                # --option -> path the stage writes
+    args: dict[str, str] = field(default_factory=dict)   # other --option value pairs
+    params: tuple[str, ...] = ()        # params files DVC tracks whole (only configure reads params.yaml)
+    gpus: int | str = 0                 # the `gpu` resource a Snakemake job takes: a count, or "devices"
+                                        # (the experiment's own); a job that takes any sets its threads too
+
+    help: dict[str, str] = field(default_factory=dict)   # --option -> its --help line
+
+    @property
+    def module(self) -> str:
+        return f"pipeline.{self.name}"
+
+    @property
+    def log(self) -> str:
+        key = {"datasets": "{ds}", "experiments": "{exp}", None: None}[self.foreach]
+        return f"logs/{self.name}/{key}.log" if key else f"logs/{self.name}.log"
+
+
+    def parser(self, description: str | None) -> argparse.ArgumentParser:
+        """The stage's command line, from its row: every dependency and output a required
+        `--<option> <path>`, each argument an option with the row's value as its default, and
+        `--log`. A module adds its own extra options to it."""
+        ap = argparse.ArgumentParser(prog=f"python -m {self.module}", description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+        for opt in [*self.deps, *self.outs]:
+            ap.add_argument(f"--{opt}", required=True, type=Path, help=self.help.get(opt))
+        for opt, value in self.args.items():
+            ap.add_argument(f"--{opt}", type=Path, default=Path(value), help=f"{self.help.get(opt, '')} (default: {value})")
+        ap.add_argument("--log", type=Path, help="log file (as well as the terminal)")
+        return ap
+
+
+# Path templates of the rows: an experiment's folder, its data set's prepared folder.
+EXP, DS = "results/experiments/{exp}", "data/prepared/{dataset}"
 
 
 # What a signal must undo before the process ends, newest first: worker processes to end,

@@ -43,12 +43,12 @@ def stats(prepared: Path, out: Path) -> dict:
     return result
 
 
+ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
+    "stats", "datasets", deps={"prepared": "data/prepared/{ds}"}, outs={"out": stage.Out("data/stats/{ds}.json")})
+
 def parser() -> argparse.ArgumentParser:
-    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prepared", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--log", type=Path)
+    """The command line, from the row."""
+    ap = ROW.parser(__doc__)
     return ap
 
 

@@ -34,14 +34,19 @@ def train(config: dict, prepared: Path, stats_path: Path, model: Path, history: 
     return engine.fit(config, prepared, json.loads(stats_path.read_text()), out, experiments)
 
 
+EXP = stage.EXP
+ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
+    "train", "experiments", gpus="devices",
+    deps={"config": "results/configs/experiments/{exp}.json", "prepared": stage.DS, "stats": "data/stats/{dataset}.json"},
+    outs={"model": stage.Out(f"{EXP}/model.pt"), "history": stage.Out(f"{EXP}/history.csv", "plot"),
+          "metrics": stage.Out(f"{EXP}/train.json", "metric"), "run": stage.Out(f"{EXP}/run.json"),
+          "layers": stage.Out(f"{EXP}/layers.csv")},
+    args={"experiments": "results/experiments"},      # parents' checkpoints (`pretrained: <exp>`)
+    help={"layers": "layer table to write (CSV)", "experiments": "folder of other experiments' checkpoints"})
+
 def parser() -> argparse.ArgumentParser:
-    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for name in ("config", "prepared", "stats", "model", "history", "metrics", "run"):
-        ap.add_argument(f"--{name}", required=True, type=Path)
-    ap.add_argument("--layers", type=Path, help="layer table to write (CSV)")
-    ap.add_argument("--experiments", type=Path, help="folder of other experiments' checkpoints")
-    ap.add_argument("--log", type=Path)
+    """The command line, from the row."""
+    ap = ROW.parser(__doc__)
     return ap
 
 

@@ -1,5 +1,6 @@
-"""Every stage declared once: its command, dependencies (with the code it really imports), outputs
-and params. Both orchestrators are built from this table:
+"""The tools' wiring: both orchestrators built from the stages' rows. Each stage module declares
+its row (`ROW`, a pipeline.stage.Stage: command options, dependencies, outputs, params) beside its
+code; this module lists them, adds the code each stage really imports, and writes the tools' side:
 
     python -m pipeline.wiring dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
     Snakefile                              # builds its rules from the same table at parse time
@@ -7,7 +8,7 @@ and params. Both orchestrators are built from this table:
     python -m pipeline.wiring --preview          # the jobs an edit of params.yaml reruns
 
 No stage's own code imports this module: the tools' wiring is no part of what a stage computes,
-so editing it retrains nothing.
+so editing it retrains nothing (editing a stage's row edits that stage's module, and reruns it).
 
 Path templates use {ds} (a data set), {exp} (an experiment) and {dataset} (that experiment's data
 set). Every stage is `python -m pipeline.<name>` with one `--<option> <path>` per dependency and
@@ -18,93 +19,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import imports
+from pipeline import configure, download, evaluate, imports, prepare, report, stats, train
+from pipeline.stage import Gather, Stage
 
 ROOT, PACKAGE = imports.ROOT, imports.PACKAGE
 code_deps = imports.code_deps
 
 
-@dataclass(frozen=True)
-class Out:
-    path: str
-    kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
-    directory: bool = False
-    persist: bool = False      # DVC leaves it in place while the stage runs (and keeps no run-cache entry)
-
-
-@dataclass(frozen=True)
-class Gather:
-    """A dependency on every output of `stages` (for all experiments / data sets): DVC depends on
-    the folder `path` that holds them, Snakemake on the files themselves."""
-    path: str
-    stages: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    foreach: str | None                 # None (one job) | "datasets" | "experiments"
-    deps: dict[str, str | Gather]       # --option -> path the stage reads
-    outs: dict[str, Out]                # --option -> path the stage writes
-    args: dict[str, str] = field(default_factory=dict)   # other --option value pairs
-    params: tuple[str, ...] = ()        # params files DVC tracks whole (only configure reads params.yaml)
-    gpus: int | str = 0                 # the `gpu` resource a Snakemake job takes: a count, or "devices"
-                                        # (the experiment's own); a job that takes any sets its threads too
-
-    @property
-    def module(self) -> str:
-        return f"pipeline.{self.name}"
-
-    @property
-    def log(self) -> str:
-        key = {"datasets": "{ds}", "experiments": "{exp}", None: None}[self.foreach]
-        return f"logs/{self.name}/{key}.log" if key else f"logs/{self.name}.log"
-
-
-EXP, DS = "results/experiments/{exp}", "data/prepared/{dataset}"
-STAGES = [
-    # Resolves params.yaml into one small JSON file per job. A file changes only when what that job
-    # uses changes, so a new global `lr` retrains exactly the experiments that inherit it.
-    # It also links data/sources/<ds> to each data set's local files (a folder source's folder or
-    # archive; a one-line file for a published data set): download's dependency, so that DVC
-    # hashes a folder's content and an edit inside it reruns that data set's chain. The folder is configure's
-    # dependency, not an output: DVC then keeps no copy of the user's images (an output's links it
-    # would copy in), and remakes a missing link by rerunning configure.
-    # Its folder persists under DVC too (DVC would empty it first): a config whose content did not
-    # change keeps its mtime, so Snakemake, judging by mtime, retrains nothing it does not change.
-    # configure is then never restored from DVC's run-cache, only rerun (a second or so).
-    Stage("configure", None, deps={"sources": "data/sources"},
-          outs={"out": Out("results/configs", directory=True, persist=True)},
-          # every key of the file: a typo'd key (`lrr:`) then reaches configure's own one-line error
-          # instead of DVC's "Parameters 'lr' are missing from 'params.yaml'"
-          args={"params": "params.yaml"}, params=("params.yaml",)),
-    Stage("download", "datasets", deps={"config": "results/configs/datasets/{ds}.source.json",
-                                        "source": "data/sources/{ds}"},
-          outs={"out": Out("data/raw/{ds}", directory=True)}),
-    Stage("prepare", "datasets",
-          deps={"config": "results/configs/datasets/{ds}.json", "raw": "data/raw/{ds}"},
-          outs={"out": Out("data/prepared/{ds}", directory=True)}),
-    Stage("stats", "datasets", deps={"prepared": "data/prepared/{ds}"},
-          outs={"out": Out("data/stats/{ds}.json")}),
-    Stage("train", "experiments", gpus="devices",
-          deps={"config": "results/configs/experiments/{exp}.json", "prepared": DS,
-                "stats": "data/stats/{dataset}.json"},
-          outs={"model": Out(f"{EXP}/model.pt"), "history": Out(f"{EXP}/history.csv", "plot"),
-                "metrics": Out(f"{EXP}/train.json", "metric"), "run": Out(f"{EXP}/run.json"),
-                "layers": Out(f"{EXP}/layers.csv")},
-          args={"experiments": "results/experiments"}),   # parents' checkpoints (`pretrained: <exp>`)
-    Stage("evaluate", "experiments", gpus=1, deps={"model": f"{EXP}/model.pt", "prepared": DS},
-          outs={"metrics": Out(f"{EXP}/test.json", "metric"), "per_class": Out(f"{EXP}/per_class.csv"),
-                "predictions": Out(f"{EXP}/predictions.csv"), "confusion": Out(f"{EXP}/confusion.csv")}),
-    Stage("report", None,
-          deps={"study": "results/configs/study.json",
-                "results": Gather("results/experiments", ("train", "evaluate")),
-                "prepared": Gather("data/prepared", ("prepare",)), "stats": Gather("data/stats", ("stats",))},
-          outs={"out": Out("results/report.html")}),
-]
+# The rows: each stage module declares its own (ROW), beside the code it describes.
+STAGES: list[Stage] = [m.ROW for m in (configure, download, prepare, stats, train, evaluate, report)]
 BY_NAME = {s.name: s for s in STAGES}
 RULES = [s for s in STAGES if s.name != "configure"]   # Snakemake's jobs (it configures at parse time)
 

@@ -21,7 +21,7 @@ def run_train(config: dict, prepared, out) -> subprocess.CompletedProcess:
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(config))
     files = {name: out / f for name, f in (("model", "model.pt"), ("history", "history.csv"),
-                                            ("metrics", "train.json"), ("run", "run.json"))}
+                                            ("metrics", "train.json"), ("run", "run.json"), ("layers", "layers.csv"))}
     cmd = [sys.executable, "-m", "pipeline.train", "--config", out / "config.json", "--prepared", prepared,
            "--stats", prepared / "stats.json", "--log", out / "train.log",
            *[a for name, path in files.items() for a in (f"--{name}", path)]]

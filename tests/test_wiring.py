@@ -211,10 +211,12 @@ def test_no_stage_computes_with_the_tools_wiring_or_imports_by_name():
 
 @pytest.mark.parametrize("stage", wiring.STAGES, ids=lambda s: s.name)
 def test_each_stage_parses_the_command_its_row_builds(stage):
-    """A stage module declares its own command line (it must not import this table: see above), so
-    the two are held together here, for every row: the module requires no option its row lacks,
-    and the exact command the tools run parses, each path landing under its option's name."""
-    ap = importlib.import_module(stage.module).parser()
+    """Each module's parser is built from its row (ROW.parser) plus options of its own: for every
+    row, the module requires no option the row lacks, and the exact command the tools run parses,
+    each path landing under its option's name."""
+    module = importlib.import_module(stage.module)
+    assert module.ROW is stage
+    ap = module.parser()
     required = {a.dest for a in ap._actions if a.required}
     assert required <= {*stage.deps, *stage.outs, *stage.args}, f"{stage.module} requires options its row lacks"
     fill = lambda kind, opt, template: f"<{opt}>"       # a path per option, named after it

@@ -147,17 +147,19 @@ def render_despite_failure(paths: dict[str, Path], out: Path, root: Path) -> Non
         log.warning("could not render the report after the failure: %r", e)
 
 
+ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
+    "report", None,
+    deps={"study": "results/configs/study.json",
+          "results": stage.Gather("results/experiments", ("train", "evaluate")),
+          "prepared": stage.Gather("data/prepared", ("prepare",)), "stats": stage.Gather("data/stats", ("stats",))},
+    outs={"out": stage.Out("results/report.html")},
+    help={"study": "study.json, as configure writes it", "results": "folder of per-experiment folders",
+          "prepared": "folder of prepared data sets", "stats": "folder of <dataset>.json stats"})
+
 def parser() -> argparse.ArgumentParser:
-    """The command line that its row in pipeline/wiring.py builds (a test checks that they agree)."""
-    ap = argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--study", required=True, type=Path, help="study.json, as configure writes it")
-    ap.add_argument("--results", required=True, type=Path, help="folder of per-experiment folders")
-    ap.add_argument("--prepared", required=True, type=Path, help="folder of prepared data sets")
-    ap.add_argument("--stats", required=True, type=Path, help="folder of <dataset>.json stats")
+    """The command line, from the row."""
+    ap = ROW.parser(__doc__)
     ap.add_argument("--logs", type=Path, help="folder of stage logs, to show why an experiment failed")
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--log", type=Path)
     return ap
 
 
