@@ -125,10 +125,18 @@ def train_mode(model: nn.Module, config: dict) -> None:
     every top-level part of the network but the head's."""
     model.train()
     if config.get("finetune", "all") == "last_layer" and config.get("frozen_body", "eval") == "eval":
-        head_part = models.head_name(model.net).split(".")[0]
-        for name, part in model.net.named_children():
+        net = unwrapped(model).net
+        head_part = models.head_name(net).split(".")[0]
+        for name, part in net.named_children():
             if name != head_part:
                 part.eval()
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The pipeline's own module inside DDP's wrapper (`.module`) and torch.compile's (`._orig_mod`)."""
+    while isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model._orig_mod
+    return model
 
 
 
@@ -275,7 +283,7 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         except torch.cuda.OutOfMemoryError:
             raise PipelineError(out_of_memory(config, device)) from None
         # every rank validates whole, on the plain module: DDP's forward would sync buffers
-        val_loss, val_acc = score_val_split(model if ranks.world > 1 else step_model, val, config["batch_size"],
+        val_loss, val_acc = score_val_split(model if ranks.world > 1 else step_model, val, config["eval_batch_size"],
                                             precision, nhwc)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                         "val_loss": val_loss, "val_acc": val_acc, "lr": lr})

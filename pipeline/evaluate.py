@@ -56,7 +56,7 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
 
     def test_scores(train_mode: bool) -> dict:
         torch.manual_seed(config["seed"])      # dropout, where train mode turns it on
-        logits = inference.predict(model, test, config["batch_size"], inference.autocast(config, device),
+        logits = inference.predict(model, test, config["eval_batch_size"], inference.autocast(config, device),
                                    inference.channels_last(model, device), train_mode)
         return scores(logits.numpy(), labels, classes)
     # eval mode first: a train-mode pass moves BatchNorm's running statistics

@@ -17,14 +17,14 @@ from pipeline import inference
 DEFAULTS = training_defaults()
 
 
-def run_train(config: dict, prepared, out) -> subprocess.CompletedProcess:
+def run_train(config: dict, prepared, out, *extra) -> subprocess.CompletedProcess:
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(config))
     files = {name: out / f for name, f in (("model", "model.pt"), ("history", "history.csv"),
                                             ("metrics", "train.json"), ("run", "run.json"), ("layers", "layers.csv"))}
     cmd = [sys.executable, "-m", "pipeline.train", "--config", out / "config.json", "--prepared", prepared,
            "--stats", prepared / "stats.json", "--log", out / "train.log",
-           *[a for name, path in files.items() for a in (f"--{name}", path)]]
+           *[a for name, path in files.items() for a in (f"--{name}", path)], *extra]
     return subprocess.run([str(c) for c in cmd], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
@@ -49,3 +49,25 @@ def test_two_processes_train_one_experiment_as_one_does(tmp_path):
     model, ckpt, _ = inference.load_model(tmp_path / "two" / "model.pt")
     assert ckpt["epoch"] == json.loads((tmp_path / "two" / "train.json").read_text())["epoch"]
     assert model(torch.zeros(2, 1, 8, 8, dtype=torch.uint8)).shape == (2, 10)
+
+
+def test_two_processes_fine_tune_the_last_layer_with_a_frozen_body_in_eval_mode(tmp_path):
+    """finetune: last_layer under DDP: the frozen body is found inside DDP's wrapper (it crashed with
+    "'DistributedDataParallel' object has no attribute 'net'"); only the head changes, and the
+    checkpoint evaluates."""
+    from pipeline import evaluate
+    prepared = digits_prepared(tmp_path / "prepared")
+    exps = tmp_path / "experiments"
+    base = {**DEFAULTS, "dataset": "digits", "device": "cpu", "batch_size": 32,
+            "model": {"name": "vgg", "layers": [4, "M"], "head": [16]}}
+    p = run_train({**base, "name": "parent", "epochs": 1}, prepared, exps / "parent")
+    assert p.returncode == 0, p.stderr[-3000:]
+    child = {**base, "name": "child", "epochs": 2, "devices": 2, "pretrained": "parent", "finetune": "last_layer"}
+    p = run_train(child, prepared, exps / "child", "--experiments", exps)
+    assert p.returncode == 0, p.stderr[-3000:]
+    parent, trained = (torch.load(exps / n / "model.pt", weights_only=True)["state_dict"] for n in ("parent", "child"))
+    changed = {k for k in trained if k in parent and not torch.equal(parent[k], trained[k])}
+    assert changed and all(k.startswith("net.2.") for k in changed), changed   # the head only: BN statistics kept
+    out = exps / "child"
+    result = evaluate.evaluate(out / "model.pt", prepared, out / "test.json", out / "p.csv", out / "pr.csv", out / "c.csv")
+    assert 0 <= result["test_acc"] <= 1
