@@ -266,7 +266,7 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         history, kept, kept_state = state["history"], state["kept"], state["kept_state"]
         epoch_times, elapsed, stopped = state["epoch_times"], state["elapsed"], state["stopped"]
         log.info("resuming %s after epoch %d (from %s)", config["name"], len(history), state_file)
-    start = time.perf_counter() - elapsed
+    start = saved_at = time.perf_counter() - elapsed
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         if stopped:
             break
@@ -298,7 +298,12 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         stopped = stopper.update(val_acc) if stopper.patience else False
         if stopped:
             log.info("early stopping: no better val accuracy for %d epochs", stopper.patience)
-        if ranks.main:
+        # The resume state (~3x the model: weights, optimizer, kept weights): after an epoch once
+        # resume_every_s have passed since the last save (0: every epoch), and after the last epoch.
+        # A run killed in between resumes from the last one saved, with the same final bytes.
+        due = time.perf_counter() - saved_at >= config["resume_every_s"] or stopped or epoch == config["epochs"]
+        if ranks.main and due:
+            saved_at = time.perf_counter()
             resume.save(state_file, key, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "stopper": stopper.state_dict(),

@@ -193,3 +193,15 @@ def test_missing_parent_checkpoint_is_a_clear_error(prepared, tmp_path):
     cfg = config(pretrained="nowhere")
     with pytest.raises(engine.PipelineError, match="no checkpoint at .*nowhere.*train experiment nowhere first"):
         engine.parent_checkpoint(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("every_s, saves", [(0, 3), (3600, 1)])
+def test_the_resume_state_is_saved_at_its_cadence_and_always_after_the_last_epoch(prepared, tmp_path, monkeypatch,
+                                                                                   every_s, saves):
+    from pipeline import resume
+    saved = []
+    real = resume.save
+    monkeypatch.setattr(resume, "save", lambda path, key, state: (saved.append(len(state["history"])),
+                                                                    real(path, key, state)))
+    fit(config(epochs=3, resume_every_s=every_s), prepared, tmp_path)
+    assert len(saved) == saves and saved[-1] == 3
