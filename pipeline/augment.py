@@ -20,14 +20,18 @@ from torch import nn
 from pipeline.data import to_device
 
 GREY = (0.299, 0.587, 0.114)
+# Under DDP a rank augments only its slice (`part`) of a global batch of `n` images: every op
+# draws for all n, in the same order, and keeps its slice's draws, so each image gets the draw it
+# gets on one process.
+ALL = slice(None)
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand(n, generator=g)
 
 
-def _coin(n: int, p: float, g: torch.Generator, device) -> torch.Tensor:
-    return to_device(torch.rand(n, generator=g) < p, device).view(-1, 1, 1, 1)
+def _coin(n: int, p: float, g: torch.Generator, device, part: slice) -> torch.Tensor:
+    return to_device((torch.rand(n, generator=g) < p)[part], device).view(-1, 1, 1, 1)
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -41,40 +45,41 @@ def grey(x: torch.Tensor) -> torch.Tensor:
     return sum(w * x[:, i:i + 1] for i, w in enumerate(GREY))
 
 
-def crop(x, g, padding: int = 4):
+def crop(x, g, padding: int = 4, *, n=None, part=ALL):
     """RandomCrop(size of x, padding): zero-pad, then cut a random window per sample."""
     b, _, h, w = x.shape
+    n = n or b
     padded = F.pad(x, (padding,) * 4)                                       # (B, C, H+2p, W+2p)
-    oy = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=g), x.device)
-    ox = to_device(torch.randint(0, 2 * padding + 1, (b,), generator=g), x.device)
+    oy = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=g)[part], x.device)
+    ox = to_device(torch.randint(0, 2 * padding + 1, (n,), generator=g)[part], x.device)
     rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]   # (B, 1, H, 1)
     cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]   # (B, 1, 1, W)
     return padded[torch.arange(b, device=x.device)[:, None, None, None],
                   torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
 
 
-def hflip(x, g, p: float = 0.5):
-    return torch.where(_coin(len(x), p, g, x.device), x.flip(-1), x)
+def hflip(x, g, p: float = 0.5, *, n=None, part=ALL):
+    return torch.where(_coin(n or len(x), p, g, x.device, part), x.flip(-1), x)
 
 
-def vflip(x, g, p: float = 0.5):
-    return torch.where(_coin(len(x), p, g, x.device), x.flip(-2), x)
+def vflip(x, g, p: float = 0.5, *, n=None, part=ALL):
+    return torch.where(_coin(n or len(x), p, g, x.device, part), x.flip(-2), x)
 
 
-def grayscale(x, g, p: float = 0.1):
+def grayscale(x, g, p: float = 0.1, *, n=None, part=ALL):
     """RandomGrayscale(p): the chosen samples become grey in every channel."""
-    return torch.where(_coin(len(x), p, g, x.device), _to_uint8(grey(x.float())).expand_as(x), x)
+    return torch.where(_coin(n or len(x), p, g, x.device, part), _to_uint8(grey(x.float())).expand_as(x), x)
 
 
-def color_jitter(x, g, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0):
+def color_jitter(x, g, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, *, n=None, part=ALL):
     """ColorJitter without hue: factors uniform in [max(0, 1-s), 1+s], the three adjustments applied
     in a random order drawn per sample, as torchvision draws one per call."""
-    b, y = len(x), x.float()
+    n, y = n or len(x), x.float()
     blends = ((brightness, lambda y: torch.zeros_like(y)),
               (contrast, lambda y: grey(y).mean((1, 2, 3), keepdim=True)),
               (saturation, grey))
-    order = to_device(torch.rand(b, 3, generator=g).argsort(1), x.device)      # (B, 3): a permutation each
-    factors = [to_device(_uniform(b, max(0.0, 1 - s), 1 + s, g), x.device).view(-1, 1, 1, 1) if s else None
+    order = to_device(torch.rand(n, 3, generator=g).argsort(1)[part], x.device)   # (B, 3): a permutation each
+    factors = [to_device(_uniform(n, max(0.0, 1 - s), 1 + s, g)[part], x.device).view(-1, 1, 1, 1) if s else None
                for s, _ in blends]
     for position in range(3):
         for op, ((_, blend_with), f) in enumerate(zip(blends, factors)):
@@ -90,9 +95,9 @@ def _warp(x: torch.Tensor, theta: torch.Tensor, mode: str) -> torch.Tensor:
     return _to_uint8(F.grid_sample(x.float(), grid, mode=mode, padding_mode="zeros", align_corners=False))
 
 
-def rotation(x, g, degrees: float = 30.0):
+def rotation(x, g, degrees: float = 30.0, *, n=None, part=ALL):
     """RandomRotation(degrees): angle uniform in [-degrees, degrees] about the centre, nearest, zero fill."""
-    a = _uniform(len(x), -degrees, degrees, g) * math.pi / 180
+    a = _uniform(n or len(x), -degrees, degrees, g)[part] * math.pi / 180
     h, w = x.shape[-2:]
     theta = torch.zeros(len(x), 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = a.cos(), -a.sin() * h / w  # grid coords are in [-1, 1] per axis
@@ -126,13 +131,13 @@ def crop_boxes(n: int, h: int, w: int, scale, ratio, g: torch.Generator) -> torc
     return torch.stack([top, left, bh, bw], 1)                               # (n, 4) pixels
 
 
-def random_resized_crop(x, g, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), size: int | None = None):
+def random_resized_crop(x, g, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), size: int | None = None, *, n=None, part=ALL):
     """RandomResizedCrop(size): a box per sample (crop_boxes), cut from the stored image and
     resampled once, bilinearly, straight to size x size (the model's input size; default x's).
     No antialiasing: boxes are mostly enlarged, and shrunk at most by the stored/input ratio."""
     b, h, w = len(x), *x.shape[-2:]
     size = size or h
-    top, left, bh, bw = crop_boxes(b, h, w, scale, ratio, g).unbind(1)
+    top, left, bh, bw = crop_boxes(n or b, h, w, scale, ratio, g)[part].unbind(1)
     theta = torch.zeros(b, 2, 3)                                             # output [-1, 1] -> the box
     theta[:, 0, 0], theta[:, 0, 2] = bw / w, (2 * left + bw) / w - 1
     theta[:, 1, 1], theta[:, 1, 2] = bh / h, (2 * top + bh) / h - 1
@@ -140,7 +145,7 @@ def random_resized_crop(x, g, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), size: int
     return _to_uint8(F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False))
 
 
-def resize_crop(x, g, resize: int, size: int | None = None):
+def resize_crop(x, g, resize: int, size: int | None = None, *, n=None, part=ALL):
     """Resize(resize) + RandomCrop(size) of a square image: the image resampled (bilinear) to
     resize x resize and a window cut at integer offsets in [0, resize - size], drawn per sample.
     One grid_sample at exactly the points resizing then cropping samples, without the large
@@ -149,7 +154,7 @@ def resize_crop(x, g, resize: int, size: int | None = None):
     size = size or h
     if resize < size:
         raise ValueError(f"resize_crop: resize {resize} is smaller than the crop, {size} px")
-    oy, ox = (torch.randint(0, resize - size + 1, (b,), generator=g).float() for _ in range(2))
+    oy, ox = (torch.randint(0, resize - size + 1, (n or b,), generator=g)[part].float() for _ in range(2))
     theta = torch.zeros(b, 2, 3)                        # output [-1, 1] -> the window, in the input's [-1, 1]
     theta[:, 0, 0] = theta[:, 1, 1] = size / resize
     theta[:, 0, 2], theta[:, 1, 2] = (2 * ox + size) / resize - 1, (2 * oy + size) / resize - 1
@@ -161,11 +166,13 @@ OPS = {"crop": crop, "hflip": hflip, "vflip": vflip, "grayscale": grayscale, "co
        "rotation": rotation, "random_resized_crop": random_resized_crop, "resize_crop": resize_crop}
 
 
-def apply(ops: list[dict], x: torch.Tensor, g: torch.Generator, size: int | None = None) -> torch.Tensor:
+def apply(ops: list[dict], x: torch.Tensor, g: torch.Generator, size: int | None = None,
+          n: int | None = None, part: slice = ALL) -> torch.Tensor:
     """Apply the configured ops in order to a uint8 batch (B, C, H, W); returns uint8. Shapes are
-    kept, except that random_resized_crop and resize_crop resample to `size` (the model's input size)."""
+    kept, except that random_resized_crop and resize_crop resample to `size` (the model's input size).
+    `x` may be the slice `part` of a global batch of `n` images (DDP): the draws are the global ones."""
     for op in ops:
-        kwargs = {k: v for k, v in op.items() if k != "name"}
+        kwargs = {k: v for k, v in op.items() if k != "name"} | {"n": n, "part": part}
         if op["name"] in ("random_resized_crop", "resize_crop"):
             kwargs["size"] = size
         x = OPS[op["name"]](x, g, **kwargs)

@@ -94,11 +94,17 @@ def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def part(n: int, ranks: Ranks) -> slice:
+    """This rank's slice of n items, as tensor_split cuts them (sizes differ by at most one; may be empty)."""
+    size, extra = divmod(n, ranks.world)
+    start = ranks.rank * size + min(ranks.rank, extra)
+    return slice(start, start + size + (ranks.rank < extra))
+
+
 def shard(x: torch.Tensor, y: torch.Tensor, ranks: Ranks) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's slice of a global batch (slices differ by at most one image; may be empty)."""
-    if ranks.world == 1:
-        return x, y
-    return x.tensor_split(ranks.world)[ranks.rank], y.tensor_split(ranks.world)[ranks.rank]
+    """This rank's slice of a batch (see part)."""
+    rows = part(len(y), ranks)
+    return x[rows], y[rows]
 
 
 def all_reduce(t: torch.Tensor, ranks: Ranks, op: str = "sum") -> torch.Tensor:

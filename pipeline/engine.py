@@ -158,8 +158,9 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
               ranks: distributed.Ranks = distributed.Ranks()) -> tuple[float, float]:
     """One pass of training with per-sample augmentation. Returns (mean loss, accuracy).
 
-    Under DDP (`ranks`) each global batch is augmented whole, as on one device, and this rank
-    trains on its slice; the epoch's sums (and the divergence check) are reduced over the ranks.
+    Under DDP (`ranks`) this rank augments and trains on its slice of each global batch, with the
+    augmentation draws the image gets on one device; the epoch's sums (and the divergence check)
+    are reduced over the ranks.
 
     Nothing in the step waits for the device: loss and correct counts add up on it (the loss in
     float64, as exactly as Python floats did), and so does the first step whose loss is not
@@ -176,8 +177,9 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     limit = None
     for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
                                        total=-(-len(split) // batch_size), disable=not ranks.main)):
-        x = augment.apply(config.get("augment", []), x, aug_generator, config.get("input_size"))
-        x, y = distributed.shard(data.memory_format(x, nhwc), y, ranks)
+        n, part = len(y), distributed.part(len(y), ranks)    # this rank's slice of the global batch
+        x = augment.apply(config.get("augment", []), x[part], aug_generator, config.get("input_size"), n, part)
+        x, y = data.memory_format(x, nhwc), y[part]
         optimizer.zero_grad(set_to_none=True)
         with precision:
             logits = model(x)
@@ -282,9 +284,9 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
                 f"lower lr (e.g. lr: {lower:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
         except torch.cuda.OutOfMemoryError:
             raise PipelineError(out_of_memory(config, device)) from None
-        # every rank validates whole, on the plain module: DDP's forward would sync buffers
+        # each rank scores its slice of val, on the plain module: DDP's forward would sync buffers
         val_loss, val_acc = score_val_split(model if ranks.world > 1 else step_model, val, config["eval_batch_size"],
-                                            precision, nhwc)
+                                            precision, nhwc, ranks)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                         "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
         log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", epoch, config["epochs"],
@@ -369,14 +371,22 @@ def _write(out: TrainOutputs, checkpoint: dict, history: list[dict], table, metr
         tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False))
 
 
-def score_val_split(model, val: data.Split, batch_size: int, precision, nhwc: bool) -> tuple[float | None, float | None]:
+def score_val_split(model, val: data.Split, batch_size: int, precision, nhwc: bool,
+                    ranks: distributed.Ranks = distributed.Ranks()) -> tuple[float | None, float | None]:
     """(loss, accuracy) on the val split, or (None, None) without one (val_fraction: 0). The loss is
-    plain cross-entropy whatever the training loss, the definition evaluate's test loss has too."""
+    plain cross-entropy whatever the training loss, the definition evaluate's test loss has too.
+    Under DDP each rank scores its slice and the sums are reduced: every rank gets the figures."""
     if not len(val):
         return None, None
-    logits, labels = inference.predict(model, val, batch_size, precision, nhwc), val.labels.cpu()
-    return (nn.functional.cross_entropy(logits, labels).item(),
-            (logits.argmax(1) == labels).float().mean().item())
+    images, labels = distributed.shard(val.images, val.labels, ranks)
+    logits = inference.predict(model, data.Split(images, labels), batch_size, precision, nhwc)
+    labels = labels.cpu()
+    sums = torch.stack([nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
+                        (logits.argmax(1) == labels).sum().double()]) if len(labels) else torch.zeros(2, dtype=torch.float64)
+    if ranks.world > 1:   # gloo reduces CPU tensors; NCCL needs them on the device
+        sums = distributed.all_reduce(sums.to(val.labels.device), ranks).cpu()
+    loss_sum, right = sums.tolist()
+    return loss_sum / len(val), right / len(val)
 
 
 def _fmt(x: float | None) -> str:

@@ -215,6 +215,25 @@ def test_color_jitter_order_is_drawn_per_sample():
     assert 100 < brightness_first.sum() < 300
 
 
+def test_a_ranks_slice_gets_the_draws_its_images_get_on_one_process():
+    """Under DDP each rank augments only its slice of the global batch: the slices, put together,
+    are the whole batch augmented at once, for every op (same draws, same generator state after)."""
+    from pipeline.distributed import Ranks, part
+    ops = [{"name": "crop", "padding": 2}, {"name": "hflip"}, {"name": "rotation", "degrees": 20},
+           {"name": "color_jitter", "brightness": 0.3, "contrast": 0.3, "saturation": 0.3},
+           {"name": "grayscale", "p": 0.3}, {"name": "random_resized_crop"}, {"name": "vflip"},
+           {"name": "resize_crop", "resize": 12}]
+    x = torch.randint(0, 256, (7, 3, 8, 8), generator=gen(4), dtype=torch.uint8)
+    whole, g_whole = augment.apply(ops, x, g := gen(1), size=8), g
+    for world in (2, 3):
+        parts, states = [], set()
+        for rank in range(world):
+            rows = part(len(x), Ranks(rank=rank, world=world))
+            parts.append(augment.apply(ops, x[rows], g := gen(1), size=8, n=len(x), part=rows))
+            states.add(g.get_state().sum().item())
+        assert torch.equal(torch.cat(parts), whole) and states == {g_whole.get_state().sum().item()}
+
+
 def test_apply_is_seeded():
     ops = [{"name": "crop", "padding": 2}, {"name": "hflip"}, {"name": "rotation", "degrees": 20},
            {"name": "color_jitter", "brightness": 0.3, "contrast": 0.3, "saturation": 0.3},
