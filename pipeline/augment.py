@@ -73,19 +73,25 @@ def grayscale(x, g, p: float = 0.1, *, n=None, part=ALL):
 
 def color_jitter(x, g, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, *, n=None, part=ALL):
     """ColorJitter without hue: factors uniform in [max(0, 1-s), 1+s], the three adjustments applied
-    in a random order drawn per sample, as torchvision draws one per call."""
+    in a random order drawn per sample, as torchvision draws one per call. Each is a blend
+    f * y + (1 - f) * target (target: black, the image's mean grey, its grey image): per position
+    in the order, one blend, each sample with its own op's factor and target."""
     n, y = n or len(x), x.float()
-    blends = ((brightness, lambda y: torch.zeros_like(y)),
-              (contrast, lambda y: grey(y).mean((1, 2, 3), keepdim=True)),
-              (saturation, grey))
+    strengths = (brightness, contrast, saturation)
     order = to_device(torch.rand(n, 3, generator=g).argsort(1)[part], x.device)   # (B, 3): a permutation each
     factors = [to_device(_uniform(n, max(0.0, 1 - s), 1 + s, g)[part], x.device).view(-1, 1, 1, 1) if s else None
-               for s, _ in blends]
+               for s in strengths]
+    if not any(strengths):
+        return x
     for position in range(3):
-        for op, ((_, blend_with), f) in enumerate(zip(blends, factors)):
-            if f is not None:
-                mine = (order[:, position] == op).view(-1, 1, 1, 1)
-                y = torch.where(mine, (f * y + (1 - f) * blend_with(y)).clamp(0, 255), y)
+        op = order[:, position].view(-1, 1, 1, 1)                           # (B, 1, 1, 1): 0, 1 or 2
+        f = torch.ones_like(y[:, :1, :1, :1])                                  # an op of strength 0: y kept
+        for i, factor in enumerate(factors):
+            if factor is not None:
+                f = torch.where(op == i, factor, f)
+        grey_y = grey(y) if contrast or saturation else y[:, :1]
+        target = torch.where(op == 0, 0.0, torch.where(op == 1, grey_y.mean((1, 2, 3), keepdim=True), grey_y))
+        y = (f * y + (1 - f) * target).clamp(0, 255)
     return _to_uint8(y)
 
 

@@ -197,6 +197,24 @@ def test_random_resized_crop_boxes_follow_torchvisions_distribution():
     assert augment.crop_boxes(3, 8, 32, (1, 1), (1, 1), gen()).tolist() == [[0, 12, 8, 8]] * 3
 
 
+def test_color_jitter_is_torchvisions_adjustments_in_the_drawn_order():
+    """Per sample, torchvision's adjust_brightness / adjust_contrast / adjust_saturation in the
+    order and with the factors drawn (the same draws), within 1/255."""
+    from torchvision.transforms.v2 import functional as TF
+    x = torch.randint(0, 256, (12, 3, 6, 6), generator=gen(7), dtype=torch.uint8)
+    s = (0.4, 0.5, 0.6)
+    out = augment.color_jitter(x, gen(3), *s)
+    g = gen(3)
+    order = torch.rand(12, 3, generator=g).argsort(1)
+    factors = [(1 - v) + 2 * v * torch.rand(12, generator=g) for v in s]
+    adjust = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation)
+    for i in range(12):
+        img = x[i].float() / 255
+        for op in order[i].tolist():
+            img = adjust[op](img, factors[op][i].item())
+        assert (out[i].float() - img * 255).abs().max() <= 1, i
+
+
 def test_color_jitter_order_is_drawn_per_sample():
     """Brightness then contrast differs from contrast then brightness; torchvision draws the order
     per call, so over a batch both orders (of all six) must occur, each giving one of the two results."""
