@@ -202,7 +202,8 @@ class Resize(nn.Module):
         if min(h, w) != s:
             # torchvision's tensor Resize is this interpolate call; importing torchvision costs ~2 s per stage
             nh, nw = (s, max(s, round(w * s / h))) if h <= w else (max(s, round(h * s / w)), s)
-            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
+            # antialias only when shrinking: enlarging gives the same pixels (to float rounding) at more cost
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=nh < h)
         nh, nw = x.shape[-2:]
         top, left = round((nh - self.size) / 2), round((nw - self.size) / 2)
         return x[..., top:top + self.size, left:left + self.size]
