@@ -49,7 +49,6 @@ class Stage:
     params: tuple[str, ...] = ()        # params files DVC tracks whole (only configure reads params.yaml)
     gpus: int | str = 0                 # the `gpu` resource a Snakemake job takes: a count, or "devices"
                                         # (the experiment's own); a job that takes any sets its threads too
-
     help: dict[str, str] = field(default_factory=dict)   # --option -> its --help line
 
     @property
@@ -60,7 +59,6 @@ class Stage:
     def log(self) -> str:
         key = {"datasets": "{ds}", "experiments": "{exp}", None: None}[self.foreach]
         return f"logs/{self.name}/{key}.log" if key else f"logs/{self.name}.log"
-
 
     def parser(self, description: str | None) -> argparse.ArgumentParser:
         """The stage's command line, from its row: every dependency and output a required
