@@ -55,8 +55,7 @@ ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
 
 def parser() -> argparse.ArgumentParser:
     """The command line, from the row."""
-    ap = ROW.parser(__doc__)
-    return ap
+    return ROW.parser(__doc__)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,7 +69,8 @@ class Stage:
         for opt in [*self.deps, *self.outs]:
             ap.add_argument(f"--{opt}", required=True, type=Path, help=self.help.get(opt))
         for opt, value in self.args.items():
-            ap.add_argument(f"--{opt}", type=Path, default=Path(value), help=f"{self.help.get(opt, '')} (default: {value})")
+            ap.add_argument(f"--{opt}", type=Path, default=Path(value),
+                            help=" ".join(filter(None, [self.help.get(opt), f"(default: {value})"])))
         ap.add_argument("--log", type=Path, help="log file (as well as the terminal)")
         return ap
 
