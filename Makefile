@@ -8,10 +8,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install demo test repro bench clean
 install: $(VENV)/.installed
-$(VENV)/.installed: envs/requirements.txt envs/constraints.txt
+$(VENV)/.installed: envs/requirements.txt envs/constraints.txt scripts/dvc_plots_template.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r envs/requirements.txt -c envs/constraints.txt
+	$(BIN)/python scripts/dvc_plots_template.py .dvc/plots-offline.html   # offline `dvc plots show`
 	touch $@
 
 demo: install          ## Snakemake, with profiles/default (4 cores, gpu=1)

@@ -3,7 +3,8 @@
     python -m pipeline.configure --params params.yaml --out results/configs --sources data/sources
 
 Writes <out>/experiments/<exp>.json (the experiment's resolved config: defaults merged with its
-overrides; what train reads), <out>/datasets/<ds>.json (the data set's entry; prepare) and
+overrides; what train reads), <out>/replicates/<exp>.json (the configs of its further runs,
+`replicates: N`: seed + 1 .. seed + N - 1; what replicate reads), <out>/datasets/<ds>.json (the data set's entry; prepare) and
 <out>/datasets/<ds>.source.json (its source only; download), and <out>/study.json (the study's
 name, and each experiment's data set, model, description, reported figure and config digest;
 the report shows only outputs made from that config).
@@ -81,10 +82,12 @@ def source_links(params: dict, sources: Path) -> dict[Path, str | Path]:
 def config_files(params: dict) -> dict[str, dict]:
     """Relative path -> content of every config file for this study."""
     files = {"study.json": {
-        "study": params["study"], "smoke": params["smoke"], "datasets": sorted(params["datasets"]),
+        "study": params["study"], "smoke": params["smoke"], "verdict": params["verdict"], "datasets": sorted(params["datasets"]),
         "experiments": {name: {"dataset": e["dataset"], "model": e["model"]["name"],
                                "description": e.get("description", ""), "reported": e.get("reported"),
-                               "config_sha256": params_mod.config_hash(params_mod.experiment_config(params, name))}
+                               "config_sha256": params_mod.config_hash(params_mod.experiment_config(params, name)),
+                               "replicate_sha256": [params_mod.config_hash(c)
+                                                    for c in params_mod.replicate_configs(params, name)]}
                         for name, e in params["experiments"].items()}}}
     for ds in params["datasets"]:
         cfg = params_mod.dataset_config(params, ds)
@@ -92,6 +95,7 @@ def config_files(params: dict) -> dict[str, dict]:
         files[f"datasets/{ds}.source.json"] = source_config(cfg)
     for exp in params["experiments"]:
         files[f"experiments/{exp}.json"] = params_mod.experiment_config(params, exp)
+        files[f"replicates/{exp}.json"] = {"experiment": exp, "runs": params_mod.replicate_configs(params, exp)}
     return files
 
 

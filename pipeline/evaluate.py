@@ -4,7 +4,7 @@
         --metrics results/digits_mlp/test.json --predictions results/digits_mlp/predictions.csv \
         --per_class results/digits_mlp/per_class.csv --confusion results/digits_mlp/confusion.csv
 
-test.json: test top-1 and top-5 accuracy and loss (the scalars `dvc exp show` lists), with the model
+test.json: test top-1 and top-5 accuracy and loss, with the model
 in the mode `test_mode` says (and, for train mode, the eval-mode figures too: `*_eval_mode`), and
 the digest of the model's config (params.config_hash); per_class.csv: accuracy and image count per class; predictions.csv: one
 row per test image (index, true and predicted label); confusion.csv: counts, rows true, columns
@@ -82,7 +82,7 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
 EXP = stage.EXP
 ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "evaluate", "experiments", gpus=1, deps={"model": f"{EXP}/model.pt", "prepared": stage.DS},
-    outs={"metrics": stage.Out(f"{EXP}/test.json", "metric"), "per_class": stage.Out(f"{EXP}/per_class.csv"),
+    outs={"metrics": stage.Out(f"{EXP}/test.json"), "per_class": stage.Out(f"{EXP}/per_class.csv"),
           "predictions": stage.Out(f"{EXP}/predictions.csv"), "confusion": stage.Out(f"{EXP}/confusion.csv")})
 
 def parser() -> argparse.ArgumentParser:

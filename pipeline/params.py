@@ -17,6 +17,7 @@ import yaml
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 REPORT_ONLY_KEYS = ("description", "reported")
+RUN_COUNT_KEYS = ("replicates",)   # how many runs, not how one run trains: no run's config holds it
 
 
 class ParamsError(ValueError):
@@ -191,7 +192,8 @@ SMOKE = {"epochs": 1,             # each experiment trains one epoch
                                   # six 2x2 pools need 64); the seeds' 128 and 224 px shrink to it
          "image_size": 64,        # at most, where a data set sets one (CUB's 256)
          "train_per_class": 4,    # at most, per data set
-         "test_per_class": 2}
+         "test_per_class": 2,
+         "replicates": 2}         # at most: one further run keeps the replicate stage's path
 
 
 def _smoke_sizes(config: dict, keys: tuple[str, ...]) -> None:
@@ -214,9 +216,9 @@ def experiment_config(params: dict, name: str) -> dict:
     if name not in params["experiments"]:
         raise ParamsError(f"unknown experiment {name!r}; known: {', '.join(sorted(params['experiments']))}")
     exp = copy.deepcopy(params["experiments"][name])
-    for key in REPORT_ONLY_KEYS:  # editing these must not retrain anything
+    for key in REPORT_ONLY_KEYS + RUN_COUNT_KEYS:  # editing these must not retrain this run
         exp.pop(key, None)
-    config = {key: params[key] for key in training_keys()}
+    config = {key: params[key] for key in training_keys() if key not in RUN_COUNT_KEYS}
     config.update(exp)
     config["name"] = name
     if params["smoke"]:
@@ -229,6 +231,17 @@ def experiment_config(params: dict, name: str) -> dict:
         config["parent"] = {"config": experiment_config(params, parent),
                             "dataset": dataset_config(params, params["experiments"][parent]["dataset"])}
     return dict(sorted(config.items()))
+
+
+def replicate_configs(params: dict, name: str) -> list[dict]:
+    """The experiment's further runs (`replicates: N`): its resolved config with seed + i and
+    `replicate: i`, for i = 1 .. N-1 (run 0 is the experiment's own). The data split's seed is the
+    data set's, so every run sees the same split; the seed drives weights, order, augmentation and dropout."""
+    config = experiment_config(params, name)
+    n = params["experiments"][name].get("replicates", params["replicates"])
+    if params["smoke"]:
+        n = min(n, SMOKE["replicates"])
+    return [dict(sorted({**config, "seed": config["seed"] + i, "replicate": i}.items())) for i in range(1, n)]
 
 
 def config_hash(config: dict) -> str:

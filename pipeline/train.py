@@ -11,7 +11,7 @@ row per epoch and is what `dvc plots` draws: train_loss (the training objective:
 multi-margin where the recipe says so, averaged over the epoch's steps) and train_acc, val_loss
 (plain cross-entropy, as evaluate's test loss, so the two compare) and val_acc (empty without a
 val split), and the epoch's lr. train.json (the kept epoch, its val accuracy and train loss, epochs
-run, train time) is what `dvc exp show` lists; run.json holds the resolved config, library
+run, train time) holds its scalars; run.json holds the resolved config, library
 versions, device and parameter counts; layers.csv is the model's layer table (pipeline/layers.py).
 --experiments is the folder holding other experiments' checkpoints, read only when the config's
 `pretrained:` names one (<experiments>/<name>/model.pt).
@@ -39,7 +39,7 @@ ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "train", "experiments", gpus="devices",
     deps={"config": "results/configs/experiments/{exp}.json", "prepared": stage.DS, "stats": "data/stats/{dataset}.json"},
     outs={"model": stage.Out(f"{EXP}/model.pt"), "history": stage.Out(f"{EXP}/history.csv", "plot"),
-          "metrics": stage.Out(f"{EXP}/train.json", "metric"), "run": stage.Out(f"{EXP}/run.json"),
+          "metrics": stage.Out(f"{EXP}/train.json"), "run": stage.Out(f"{EXP}/run.json"),
           "layers": stage.Out(f"{EXP}/layers.csv")},
     args={"experiments": "results/experiments"},      # parents' checkpoints (`pretrained: <exp>`)
     help={"layers": "layer table to write (CSV)", "experiments": "folder of other experiments' checkpoints"})

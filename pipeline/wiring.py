@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import configure, download, evaluate, imports, prepare, report, stats, train
+from pipeline import configure, download, evaluate, imports, prepare, replicate, report, stats, train
 from pipeline.stage import Gather, Stage
 
 ROOT, PACKAGE = imports.ROOT, imports.PACKAGE
@@ -29,7 +29,7 @@ code_deps = imports.code_deps
 
 
 # The rows: each stage module declares its own (ROW), beside the code it describes.
-STAGES: list[Stage] = [m.ROW for m in (configure, download, prepare, stats, train, evaluate, report)]
+STAGES: list[Stage] = [m.ROW for m in (configure, download, prepare, stats, train, evaluate, replicate, report)]
 BY_NAME = {s.name: s for s in STAGES}
 RULES = [s for s in STAGES if s.name != "configure"]   # Snakemake's jobs (it configures at parse time)
 
@@ -184,7 +184,14 @@ def _parent_checkpoint(params: dict, wildcards) -> list[str]:
     return [] if parent in (None, "imagenet") else [f"results/experiments/{parent}/model.pt"]
 
 
-EXTRA_INPUTS = {"train": _parent_checkpoint}
+def _parent_checkpoint_of_further_runs(params: dict, wildcards) -> list[str]:
+    """The same for the replicate job, where it has runs to make (`replicates` > 1): its runs'
+    configs carry the parent's, so DVC reruns it exactly then too."""
+    n = params["experiments"][wildcards.exp].get("replicates", params["replicates"])
+    return _parent_checkpoint(params, wildcards) if n > 1 else []
+
+
+EXTRA_INPUTS = {"train": _parent_checkpoint, "replicate": _parent_checkpoint_of_further_runs}
 
 
 # ---- what an edit of params.yaml reruns ------------------------------------------------------

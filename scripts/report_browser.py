@@ -22,7 +22,8 @@ from pathlib import Path
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", "--remote-debugging-pipe"]
+         "--hide-scrollbars", "--remote-debugging-pipe",
+         "--host-resolver-rules=MAP * ~NOTFOUND"]   # no host name resolves: a page needing a CDN fails here too
 
 
 def find_chromium() -> str | None:

@@ -53,14 +53,16 @@ def write_dataset(root: Path, name: str, n_classes: int, size: int, channels: in
 
 
 def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[str], wrong_every: int,
-                     config: dict, epochs_run: int | None = None, stopped_early: bool | None = None) -> dict:
+                     config: dict, epochs_run: int | None = None, stopped_early: bool | None = None,
+                     folder: Path | None = None) -> dict:
     """Outputs of train + evaluate where every `wrong_every`-th test image is predicted as the next class.
 
     `config` is the experiment's resolved config (what run.json records; its `epochs` is the budget).
     The run trains `epochs_run` epochs (default: the whole budget); `stopped_early` defaults to what
     the train stage writes (fewer epochs run than configured) and can be forced to test the reader.
+    `folder`: where to write instead of results/experiments/<name> (a replicate's results/replicates/<name>/<i>).
     """
-    d = root / "results" / "experiments" / name
+    d = folder or root / "results" / "experiments" / name
     d.mkdir(parents=True, exist_ok=True)
     k, epochs_run = len(classes), epochs_run or config["epochs"]
     pred = labels.copy()

@@ -32,8 +32,11 @@ def project_files() -> list[str]:
     return [f for f in out.splitlines() if (ROOT / f).is_file()]
 
 
+INSTALLED = (".dvc/plots-offline.html",)   # written by `make install` (git-ignored): part of a set-up checkout
+
+
 def copy_project(dest: Path) -> Path:
-    for f in project_files():
+    for f in [*project_files(), *(f for f in INSTALLED if (ROOT / f).is_file())]:
         (dest / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, dest / f)
     env = tool_env()

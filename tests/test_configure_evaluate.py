@@ -23,7 +23,9 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
     own = [n for n, e in params["experiments"].items() if "lr" in e]
     out, links = tmp_path / "configs", tmp_path / "sources"
     written = configure.configure(params, out, links)
-    assert len(written) == 1 + 3 * len(params["datasets"]) + len(params["experiments"])   # + a link each
+    assert len(written) == 1 + 3 * len(params["datasets"]) + 2 * len(params["experiments"])   # + a link each
+    for n in params["experiments"]:    # every experiment runs once here: no further runs
+        assert json.loads((out / f"replicates/{n}.json").read_text()) == {"experiment": n, "runs": []}
     for n in params["experiments"]:
         assert json.loads((out / f"experiments/{n}.json").read_text()) == P.experiment_config(params, n)
     ds = next(iter(params["datasets"]))

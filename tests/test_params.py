@@ -96,7 +96,23 @@ def test_experiment_config_merges_defaults_with_overrides(good):
     assert cfg["lr"] == 0.123 and cfg["epochs"] == 7 and cfg["name"] == name
     assert cfg["model"] == exp["model"] and cfg["dataset"] == exp["dataset"]
     assert P.experiment_config(p, own)["lr"] == p["experiments"][own]["lr"]
-    assert set(P.training_keys()) <= set(cfg)
+    assert set(P.training_keys()) - set(P.RUN_COUNT_KEYS) <= set(cfg)
+    assert "replicates" not in cfg          # how many runs is no part of how one run trains
+
+
+def test_replicates_are_the_experiments_config_with_the_next_seeds(good):
+    p = broken(good, lambda p: p.update(seed=5))
+    name = next(iter(p["experiments"]))
+    own = P.experiment_config(p, name)
+    assert P.replicate_configs(p, name) == []                        # replicates: 1
+    p["experiments"][name]["replicates"] = 3
+    assert P.experiment_config(p, name) == own                       # run 0 unchanged: nothing retrains
+    runs = P.replicate_configs(p, name)
+    assert [(r["replicate"], r["seed"]) for r in runs] == [(1, 6), (2, 7)]
+    assert [{k: v for k, v in r.items() if k not in ("seed", "replicate")} for r in runs] == [
+        {k: v for k, v in own.items() if k != "seed"}] * 2         # nothing else differs
+    p["experiments"][name]["replicates"] = 5
+    assert P.replicate_configs(p, name)[:2] == runs                  # raising N leaves the first runs as they were
 
 
 @pytest.mark.parametrize("edit, key, fix", [

@@ -126,7 +126,8 @@ def outputs(project: Path) -> dict[str, str]:
     links to the data sets' own files)."""
     return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
             for top in ("data", "results") for p in sorted((project / top).rglob("*"))
-            if p.is_file() and not p.name.startswith(".") and p.parent != project / "data/sources"}
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(project).parts)
+            and p.parent != project / "data/sources"}
 
 
 def models(project: Path) -> dict[str, str]:
@@ -167,7 +168,8 @@ def test_snakemake_reruns_exactly_what_changed(project, demo):
     with open(project / "pipeline/models/lenet.py", "a") as f:
         f.write("# a note on LeNet\n")
     jobs, _ = snakemake(project)
-    assert jobs == {"train@digits_lenet_adam", "evaluate@digits_lenet_adam", "report"}
+    # (replicate: the job of its further runs, none here, reruns with the code they would run)
+    assert jobs == {"train@digits_lenet_adam", "evaluate@digits_lenet_adam", "replicate@digits_lenet_adam", "report"}
 
     # one data set's split: its chain and its experiments only
     edit_params(project, lambda d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
@@ -241,15 +243,34 @@ def test_dvc_run_cache_experiments_and_overrides(project, demo):
     ran, _ = dvc(project, "exp", "run", "-S", "+experiments.digits_mlp.lr=0.1")
     assert by_stage(ran, "train") == {"digits_mlp", "mlp_child"}     # the child carries its parent's config
 
-    # a readable table: the training keys and a few scalars per experiment, no config dumps
+    # one metrics file: the verdict counts and each experiment's mean test top-1 and interval
+    [workspace] = [row["data"] for row in json.loads(run(["dvc", "exp", "show", "--json"], cwd=project).stdout)
+                   if row["rev"] == "workspace"]
+    assert list(workspace["metrics"]) == ["results/summary.json"]
+    summary = workspace["metrics"]["results/summary.json"]["data"]
+    names = list(yaml.load(project / "params.yaml")["experiments"])
+    verdicts = {"reproduced": 0, "above": 0, "below": 0, "not_run": 0}   # no seed figures here
+    assert summary["seed_figures"] == summary["ablation_changes"] == verdicts
+    assert list(summary["test_top1"]) == names and all(0 <= v <= 100 for v in summary["test_top1"].values())
+    written = json.loads((project / "results/summary.json").read_text())
+    assert set(written["test_top1_ci"].values()) == {None}              # one run each: no spread,
+    assert "test_top1_ci" not in summary                                 # so DVC shows no such column
     header = run(["dvc", "exp", "show", "--csv"], cwd=project).stdout.splitlines()[0].split(",")
-    metrics = {h.split(":")[1] for h in header if h.startswith("results/experiments/") and ":" in h}
-    assert metrics == {"epoch", "val_acc", "train_loss", "epochs_run", "train_time_s", "test_acc", "test_top5",
-                       "test_loss", "config_sha256"}
-    assert {"lr", "epochs", "optimizer", "experiments.digits_lenet_adam.lr"} <= set(header)
+    assert {"lr", "epochs", "optimizer", "experiments.digits_lenet_adam.lr", "test_top1.digits_mlp"} <= set(header)
+    print(f"dvc exp show: {len(header)} columns")
+    diff = run(["dvc", "metrics", "diff", "HEAD"], cwd=project).stdout
+    assert "results/summary.json" in diff and "test_top1.digits_mlp" in diff, diff
+
+    # learning curves of the workspace beside an experiment's, drawn with no network
+    exp_name = run(["dvc", "exp", "ls", "--name-only"], cwd=project).stdout.split()[0]
+    dvc(project, "plots", "diff", exp_name, "-o", "plots_diff")
+    page = (project / "plots_diff/index.html").read_text()
+    assert "cdn.jsdelivr" not in page and f'"rev": "{exp_name}"' in page and '"rev": "workspace"' in page
+    drawn = offline_plots(project / "plots_diff/index.html")
+    assert drawn["vegaEmbed"] == "function" and drawn["charts"] == len(names), drawn
+    assert set(drawn["colours"]) == {2}, drawn    # each chart: the workspace's curve and the experiment's
 
     # apply an experiment: a consistent workspace
-    exp_name = run(["dvc", "exp", "ls", "--name-only"], cwd=project).stdout.split()[0]
     _, out = dvc(project, "exp", "apply", exp_name)
     _, out = dvc(project, "status")
     assert "Data and pipelines are up to date" in out
@@ -269,6 +290,26 @@ def test_dvc_gives_the_pipelines_own_error_lines(project):
     (project / "params.yaml").unlink()
     p = run(["dvc", "repro"], cwd=project, check=False)
     assert p.returncode != 0 and "'params.yaml' does not exist" in p.stdout + p.stderr, p.stdout + p.stderr
+
+
+def offline_plots(page: Path) -> dict:
+    """A DVC plots page opened in headless Chromium with every host name unresolvable: whether
+    vega-embed loaded, how many charts it drew (SVG), and the colours of the lines drawn in each
+    (one per revision)."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from report_browser import Browser, find_chromium
+    if find_chromium() is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium; .ci/run installs it)")
+    with Browser(find_chromium()) as browser:
+        browser.open(page)
+        return browser.evaluate("""new Promise(done => setTimeout(() => {
+            const charts = Array.from(document.querySelectorAll('.vega-embed svg.marks'));
+            done({vegaEmbed: typeof vegaEmbed, charts: charts.length, colours: charts.map(svg => new Set(
+                Array.from(svg.querySelectorAll('g.mark-line path')).filter(p => p.getAttribute('d'))
+                     .map(p => p.getAttribute('stroke'))).size)});
+            }, 2000))""")
 
 
 def queue_logs(project: Path) -> dict[str, str]:
@@ -361,7 +402,8 @@ def test_an_edit_inside_an_image_folder_reruns_that_data_sets_chain_under_both_t
         doc["experiments"]["pets_mlp"] = {"dataset": "pets", "model": {"name": "mlp", "hidden": [16]}}
     edit_params(project, study)
     commit(project, "a folder data set")
-    chain = {"download@pets", "prepare@pets", "stats@pets", "train@pets_mlp", "evaluate@pets_mlp", "report"}
+    chain = {"download@pets", "prepare@pets", "stats@pets", "train@pets_mlp", "evaluate@pets_mlp",
+             "replicate@pets_mlp", "report"}
 
     snakemake(project)
     (photos / "dog" / "003.png").unlink()                 # deep inside: the top folder's time is unchanged
@@ -420,6 +462,51 @@ def test_handing_the_workspace_between_the_tools(project, demo):
     edit_params(project, lambda d: d.__setitem__("lr", 0.03))
     jobs, _ = snakemake(project)
     assert_reran_for_global_lr(jobs, demo)
+
+
+def new_runs(output: str) -> set[tuple[str, int]]:
+    """(experiment, i) of every further run the replicate stage trained (its own log lines)."""
+    return {(e, int(i)) for i, e in re.findall(r"replicate (\d+) of (\w+): seed", output)}
+
+
+@pytest.mark.xdist_group("replicates")
+def test_replicates_train_only_their_new_runs_under_both_tools(project, demo):
+    two = ("digits_mlp", "digits_lenet_adam")
+    edit_params(project, lambda d: [d["experiments"][e].__setitem__("replicates", 3) for e in two])
+    jobs, out = snakemake(project)
+    assert by_stage(jobs, "train") == by_stage(jobs, "replicate") == demo["all"]   # 1 run: an empty folder
+    assert new_runs(out) == {(e, i) for e in two for i in (1, 2)}
+    for e in demo["all"]:
+        assert sorted(p.name for p in (project / "results/replicates" / e).iterdir()   # not Snakemake's stamp
+                      if not p.name.startswith(".")) == (["1", "2"] if e in two else [])
+    summary = json.loads((project / "results/summary.json").read_text())
+    spread = {e: (summary["test_top1"][e], summary["test_top1_ci"][e]) for e in two}
+    assert all(half is not None and half >= 0 for _, half in spread.values())
+    assert {e for e, half in summary["test_top1_ci"].items() if half is None} == demo["all"] - set(two)
+
+    # seed figures chosen against our intervals: one inside, one 2 points under the widened low end
+    (m1, h1), (m2, h2) = spread["digits_mlp"], spread["digits_lenet_adam"]
+    inside, outside = round(m1 + h1 / 2, 2), round(m2 - h2 - 1.0 - 2.0, 2)
+    edit_params(project, lambda d: (
+        d["experiments"]["digits_mlp"].__setitem__("reported", {"split": "test", "top1": inside}),
+        d["experiments"]["digits_lenet_adam"].__setitem__("reported", {"split": "test", "top1": outside})))
+    jobs, _ = snakemake(project)
+    assert jobs == {"report"}                           # a seed figure retrains nothing
+    html = (project / "results/report.html").read_text()
+    assert "1 of 2 seed figures reproduced, 0 below, 1 above, 0 not run" in html
+    row = html.split('<tr data-experiment="digits_lenet_adam"', 1)[1].split("</tr>", 1)[0]
+    assert "above by 2.0" in row and "(3 runs)" in row
+
+    # DVC raises both to 5: their replicate jobs rerun and train exactly the 2 new runs each
+    ran, out = dvc(project, "exp", "run", "-S", "experiments.digits_mlp.replicates=5",
+                   "-S", "experiments.digits_lenet_adam.replicates=5")
+    assert by_stage(ran, "replicate") == set(two) and not by_stage(ran, "train"), ran
+    assert new_runs(out) == {(e, i) for e in two for i in (3, 4)}
+    assert json.loads((project / "results/summary.json").read_text())["test_top1"].keys() == demo["all"]
+    assert "(5 runs)" in (project / "results/report.html").read_text()
+    ran, out = dvc(project, "exp", "run", "-S", "experiments.digits_mlp.replicates=3",
+                   "-S", "experiments.digits_lenet_adam.replicates=3")
+    assert not by_stage(ran, "train") and new_runs(out) == set()    # back to 3: the runs are there
 
 
 def config_files(project: Path) -> dict[str, tuple[int, str]]:

@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from report_fixture import make_study, write_experiment  # noqa: E402
 
 
-def _report(root: Path, study: dict, logs: Path | None = None) -> tuple[str, dict]:
+def _report(root: Path, study: dict, logs: Path | None = None, replicates: Path | None = None) -> tuple[str, dict]:
     out = root / "results" / "report.html"
     ctx = report.report(study, root / "results/experiments", root / "data/prepared", root / "data/stats",
-                        out, logs=logs, root=root)
+                        out, logs=logs, root=root, replicates=replicates)
     return out.read_text(), ctx
 
 
@@ -185,7 +185,7 @@ def test_outputs_of_a_previous_config_are_never_shown(tmp_path):
     assert rows["digits_exp02"]["status"] == "not evaluated" and rows["digits_exp02"]["test_acc"] is None
     assert rows["digits_exp02"]["val_acc"] == pytest.approx(100 * truth["train"]["val_acc"])
     row = html.split('<tr data-experiment="digits_exp01"', 1)[1].split("</tr>", 1)[0]
-    assert "<b></b>" in row and "diverged in epoch 2" in html     # the top-1 cell is empty
+    assert "<b>—</b>" in row and "diverged in epoch 2" in html     # the top-1 cell says there is none
     old = 100 * study["truth"]["digits_exp01"]["test_acc"]
     assert f"{old:.1f}" not in row
 
@@ -207,11 +207,23 @@ def test_report_cli_writes_one_self_contained_file_from_study_json(tmp_path):
     study = make_study(tmp_path, n_experiments=3)
     cmd = [sys.executable, "-m", "pipeline.report", "--study", "results/configs/study.json",
            "--results", "results/experiments", "--prepared", "data/prepared", "--stats", "data/stats",
-           "--logs", "logs", "--out", "results/report.html"]
+           "--replicates", "results/replicates", "--logs", "logs", "--out", "results/report.html",
+           "--summary", "results/summary.json"]
     env_cmd = ["env", f"PYTHONPATH={ROOT}", *cmd]
     run(env_cmd, cwd=tmp_path)
     out = tmp_path / "results/report.html"
     html = out.read_text()
+    # the DVC metrics: by hand, ours vs the fixture's seed figures with the 1-point allowance:
+    # exp00 test 66.7 vs 70 (below), exp01 val 72.0 vs 71 (within 1: reproduced), exp02 test 80 vs 72
+    # (above); exp02's change from exp00: ours +13.3 vs the seed's +2 (above, allowance 1.41)
+    summary = json.loads((tmp_path / "results/summary.json").read_text())
+    assert summary["seed_figures"] == {"reproduced": 1, "above": 1, "below": 1, "not_run": 0}
+    assert summary["ablation_changes"] == {"reproduced": 0, "above": 1, "below": 0, "not_run": 0}
+    for name, truth in study["truth"].items():   # one run each: the mean is the run, its spread unknown
+        assert summary["test_top1"][name] == round(100 * truth["test_acc"], 4)
+        assert summary["test_top1_ci"][name] is None
+    assert "1 of 3 seed figures reproduced, 1 below, 1 above, 0 not run" in html
+    assert "Every experiment ran once: the spread of their figures is unknown" in html
     assert _leaderboard_rows(html) == ["digits_exp00", "digits_exp01", "digits_exp02"]
     assert f"study: {study['study']['study']}</h1>" in html
     assert not re.search(r'(src|href)="(https?:)?//', html)   # nothing fetched from the network
@@ -275,3 +287,44 @@ def test_the_rendered_report_has_the_seed_table_per_class_and_ablation(tmp_path)
     assert "<th>seed</th><td class=\"num\">90.0</td>" in per_class
     ablation = html.split("<h3>Ablation: fixture 2</h3>", 1)[1].split("</table>", 1)[0]
     assert '<tr data-experiment="digits_exp02"><td><a href="#exp-digits_exp02">digits_exp02</a></td><td>digits_exp00</td><td>change 2</td><td>test</td>' in ablation
+
+
+def test_replicates_give_the_mean_interval_and_verdict_and_stale_runs_are_left_out(tmp_path):
+    """digits_exp00 runs 3 times: the fixture's own run (wrong_every 3: 40 of 60 right) and two
+    further runs (wrong_every 4 and 6: 45 and 50 right): 66.67, 75, 83.33 %."""
+    import numpy as np
+    from report_fixture import write_experiment
+    study = make_study(tmp_path, n_experiments=1)
+    params = study["params"]
+    params["experiments"]["digits_exp00"]["replicates"] = 3
+    from pipeline import configure, params as params_mod
+    study_json = configure.config_files(params)["study.json"]
+    labels = np.arange(60) % 10
+    for further, wrong_every in zip(params_mod.replicate_configs(params, "digits_exp00"), (4, 6)):
+        write_experiment(tmp_path, "digits_exp00", labels, [str(k) for k in range(10)], wrong_every, further,
+                         folder=tmp_path / "results/replicates/digits_exp00" / str(further["replicate"]))
+    exp = collect.experiment(study_json, "digits_exp00", tmp_path / "results/experiments", None,
+                             tmp_path / "results/replicates")
+    row = collect.leaderboard_row(exp)
+    # mean 75, s = sqrt((8.33^2 + 0 + 8.33^2) / 2) = 8.333, t(0.975, 2) = 4.3027 -> 4.3027 * 8.333 / sqrt(3) = 20.70
+    assert row["test_spread"].values == pytest.approx((200 / 3, 75.0, 250 / 3))
+    assert row["test_spread"].half_width == pytest.approx(20.701, abs=1e-3)
+    # the seed's 70 (test) lies within 75 +- 20.7: reproduced, our mean 5 points above it
+    assert (row["verdict"].label, row["verdict"].diff) == ("reproduced", pytest.approx(5.0))
+    # class 0 (images 0, 10, .. 50): every 3rd, 4th, 6th image wrong -> 4, 3 and 4 of 6 right: 11/18
+    assert dict(collect.per_class(exp))["0"] == pytest.approx(100 * 11 / 18)
+    # its interval: s = sqrt((5.556^2 + 11.111^2 + 5.556^2) / 2) = 9.623 -> 4.3027 * 9.623 / sqrt(3) = 23.90
+    assert collect.per_class_half_widths(exp)["0"] == pytest.approx(23.90, abs=0.01)
+    # a further run made from another config is left out, never averaged in
+    stale = json.loads((tmp_path / "results/replicates/digits_exp00/2/test.json").read_text())
+    stale["config_sha256"] = "0" * 16
+    (tmp_path / "results/replicates/digits_exp00/2/test.json").write_text(json.dumps(stale))
+    exp = collect.experiment(study_json, "digits_exp00", tmp_path / "results/experiments", None,
+                             tmp_path / "results/replicates")
+    row = collect.leaderboard_row(exp)
+    assert row["test_spread"].values == pytest.approx((200 / 3, 75.0)) and (row["runs"], row["runs_wanted"]) == (2, 3)
+    # the report: mean +- half-width in the leaderboard, every run and the t interval in its section
+    (tmp_path / "results/replicates/digits_exp00/2/test.json").write_text(json.dumps({**stale, "config_sha256": study_json[
+        "experiments"]["digits_exp00"]["replicate_sha256"][1]}))
+    html, _ = _report(tmp_path, study_json, replicates=tmp_path / "results/replicates")
+    assert "± 20.7 (3 runs)" in html and "Runs (3 of 3" in html and "54.3 – 95.7" in html

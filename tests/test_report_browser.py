@@ -59,8 +59,8 @@ def test_report_in_headless_chromium(report_html, tmp_path):
         assert not broken, f"images that did not load: {broken}"
 
         assert b.evaluate(ROWS) == experiments          # one row per experiment, in params.yaml order
-        headers = b.evaluate("Array.from(document.querySelectorAll('#leaderboard th')).map(h => h.textContent)")
-        col = headers.index("test top-1")
+        headers = b.evaluate("Array.from(document.querySelectorAll('#leaderboard th')).map(h => h.innerText)")
+        col = headers.index("test\ntop-1")
         values = [float(v) if v else None for v in b.evaluate(_sort_key_js(col))]
 
         def shown() -> tuple[list[str], list[float]]:
@@ -84,3 +84,12 @@ def test_report_in_headless_chromium(report_html, tmp_path):
     assert shot.stat().st_size > 10_000
     if os.environ.get("REPORT_SCREENSHOT"):
         shutil.copy(shot, os.environ["REPORT_SCREENSHOT"])
+
+
+def test_the_leaderboard_fits_a_1024_pixel_window(report_html):
+    html, _ = report_html
+    with Browser(CHROMIUM, width=1024) as b:
+        b.open(html)
+        table, room = b.evaluate("(() => { const t = document.getElementById('leaderboard'); "
+                                 "return [t.scrollWidth, t.parentElement.clientWidth]; })()")
+    assert table <= room, f"the leaderboard is {table} px wide in {room} px: its last columns are cut"

@@ -84,6 +84,13 @@ def test_every_experiment_of_the_seed_study_trains_evaluates_and_reaches_the_rep
         run_record = json.loads((d / "run.json").read_text())
         assert 0 <= test["test_acc"] <= 1, name
         assert run_record["config"]["epochs"] == 1 and len(run_record["epoch_times_s"]) == 1, name
+        # the close calls' further runs, cut to one at smoke scale: seed + 1, a finished run
+        further = sorted(p.name for p in (project / "results/replicates" / name).iterdir() if not p.name.startswith("."))
+        assert further == (["1"] if params["experiments"][name].get("replicates", 1) > 1 else []), name
+        if further:
+            assert json.loads((project / "results/replicates" / name / "1/run.json").read_text())["config"]["seed"] == \
+                run_record["config"]["seed"] + 1
+            assert 0 <= json.loads((project / "results/replicates" / name / "1/test.json").read_text())["test_acc"] <= 1
     html = (project / "results/report.html").read_text()
     assert "Smoke run" in html
     for name in names:
@@ -113,6 +120,7 @@ def test_smoke_changes_sizes_only():
         differ = {k for k in big if small.get(k) != big[k]} - {"parent"}
         assert differ <= {"epochs", "input_size", "resize_before_crop"}, (name, differ)
         assert small["epochs"] == 1 and (small.get("input_size") or 0) <= 64
+        assert len(P.replicate_configs(params, name)) == min(len(P.replicate_configs(full, name)), 1)
     for name in params["datasets"]:
         small, big = P.dataset_config(params, name), P.dataset_config(full, name)
         assert {k for k in {*big, *small} if small.get(k) != big.get(k)} <= \

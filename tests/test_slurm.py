@@ -22,7 +22,7 @@ from test_pipeline import edit_params
 pytestmark = pytest.mark.integration
 EXPERIMENTS = ("digits_mlp", "digits_lenet")
 # The test cluster has no GPUs: the profile's GPU requests are turned off, as its comment says.
-SLURM_ARGS = ["--workflow-profile", "profiles/slurm", "--set-resources", "train:gpu=0", "evaluate:gpu=0",
+SLURM_ARGS = ["--workflow-profile", "profiles/slurm", "--set-resources", "train:gpu=0", "evaluate:gpu=0", "replicate:gpu=0",
               "--default-resources", "slurm_partition=debug", "slurm_account=root", "mem_mb=1000", "runtime=10",
               "--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5", "--jobs", "4"]
 
@@ -74,7 +74,7 @@ def test_the_study_runs_under_slurm_as_it_runs_locally(cluster, tmp_path):
     mine = [line.split("|") for line in acct if line.split("|")[3].startswith(str(remote))]
     jobs = sorted(comment for _, comment, _, _ in mine)
     assert jobs == sorted([f"rule_{r}_wildcards_digits" for r in ("download", "prepare", "stats")] + ["rule_report"]
-                          + [f"rule_{r}_wildcards_{e}" for r in ("train", "evaluate") for e in EXPERIMENTS]), acct
+                          + [f"rule_{r}_wildcards_{e}" for r in ("train", "evaluate", "replicate") for e in EXPERIMENTS]), acct
     assert {state for *_, state, _ in mine} == {"COMPLETED"}
     logs = list((remote / ".snakemake" / "slurm_logs" / "rule_train").glob("*/*.log"))   # <wildcards>/<jobid>.log
     assert len(logs) == len(EXPERIMENTS)                      # a log per job

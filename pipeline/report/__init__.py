@@ -1,13 +1,15 @@
-"""Stage report: render results/report.html, the study as a person reads it.
+"""Stage report: render results/report.html, the study as a person reads it, and
+results/summary.json, the study's DVC metrics (what `dvc exp show` and `dvc metrics diff` list).
 
     python -m pipeline.report --study results/configs/study.json --results results/experiments \
-        --prepared data/prepared --stats data/stats --out results/report.html [--logs logs]
+        --prepared data/prepared --stats data/stats --out results/report.html \
+        --summary results/summary.json [--logs logs]
 
 Reads, per experiment of the study (study.json, written by configure), <results>/<experiment>/
 {train.json, run.json, history.csv, layers.csv, test.json, per_class.csv, predictions.csv,
-confusion.csv}, and per data set <prepared>/<ds>/ and <stats>/<ds>.json. One self-contained HTML file (figures embedded, no network needed). A missing or
-failed experiment is shown with its status (and its stage log's last lines when --logs is given);
-it does not break the report.
+confusion.csv}, and per data set <prepared>/<ds>/ and <stats>/<ds>.json. One self-contained HTML
+file (figures embedded, no network needed). A missing or failed experiment is shown with its status
+(and its stage log's last lines when --logs is given); it does not break the report.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ def _experiment_figures(exp: dict, test_images, draw: bool = True) -> None:
     listed problem."""
     from pipeline.report import collect, figures
     exp["per_class"] = collect.per_class(exp)
+    exp["runs_table"] = collect.runs_table(exp)
     exp["seed_rows"] = collect.seed_comparison(exp)
     exp["seed_per_class"], problems = collect.per_class_comparison(exp)
     exp["problems"] += problems
@@ -35,10 +38,10 @@ def _experiment_figures(exp: dict, test_images, draw: bool = True) -> None:
     if not draw:
         return
     try:
-        if exp["history_csv"] is not None:
-            exp["figures"]["curves"] = figures.experiment_curves(exp["history_csv"], exp["row"]["kept_epoch"])
+        if collect.histories(exp):
+            exp["figures"]["curves"] = figures.experiment_curves(collect.histories(exp), exp["row"]["kept_epoch"])
         if exp["per_class"]:
-            exp["figures"]["per_class"] = figures.per_class_bars(exp["per_class"])
+            exp["figures"]["per_class"] = figures.per_class_bars(exp["per_class"], collect.per_class_half_widths(exp))
         if exp["confusion_csv"] is not None:
             exp["pairs"] = collect.most_confused(exp["confusion_csv"], n=15)
             if len(exp["confusion_csv"]) <= 30:   # beyond that a grid is unreadable: pairs only
@@ -59,11 +62,11 @@ def _experiment_figures(exp: dict, test_images, draw: bool = True) -> None:
 
 
 def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs: Path | None,
-                  root: Path, draw: bool = True) -> dict:
+                  root: Path, draw: bool = True, replicates: Path | None = None) -> dict:
     """Everything the template renders: overview, leaderboard, per data set, per experiment; the
     figures only if `draw` (they take most of the time)."""
-    from pipeline.report import collect, figures
-    exps = [collect.experiment(study, name, results, logs) for name in study["experiments"]]
+    from pipeline.report import collect, figures, verdict
+    exps = [collect.experiment(study, name, results, logs, replicates) for name in study["experiments"]]
     for e in exps:
         e["row"] = collect.leaderboard_row(e)
     datasets = []
@@ -77,17 +80,21 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
         ds["bars"] = ds["curves"] = ds["samples"] = None
         if draw:
             ds["bars"] = figures.accuracy_bars([e["row"] for e in ds_exps])
-            with_history = [e for e in ds_exps if e["history_csv"] is not None]
+            with_history = {e["name"]: collect.histories(e) for e in ds_exps if collect.histories(e)}
             ds["curves"] = figures.dataset_curves(with_history) if with_history else None
             train = collect.load_images(ds, "train")
             ds["samples"] = (figures.class_samples(*train, ds["meta"]["classes"])
                              if train is not None and ds["meta"] else None)
         datasets.append(ds)
+    tables = collect.ablations(exps)
+    summary = collect.summary(exps, tables)
     finished = [e["finished"] for e in exps if e["finished"]]
     times = [e["row"]["train_time_s"] for e in exps if e["row"]["train_time_s"] is not None]
     return {
         "generated": dt.datetime.now(dt.timezone.utc), "study": study["study"], "smoke": study.get("smoke", False),
-        "experiments": exps, "datasets": datasets, "ablations": collect.ablations(exps),
+        "experiments": exps, "datasets": datasets, "ablations": tables, "summary": summary,
+        "verdict_rule": verdict.RULE.format(**study["verdict"]), "rule": study["verdict"],
+        "headline": verdict.headline(verdict.counts(e["row"]["verdict"] for e in exps if e["row"]["verdict"])),
         "code": collect.code_version(root), "environments": collect.environments(exps),
         "first_finished": min(finished, default=None), "last_finished": max(finished, default=None),
         "total_train_s": sum(times), "n_ok": sum(e["status"] == "ok" for e in exps),
@@ -96,7 +103,16 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
 
 
 def _fmt_pct(x, signed: bool = False) -> str:
-    return "" if x is None else (f"{x:+.1f}" if signed else f"{x:.1f}")
+    return "—" if x is None else (f"{x:+.1f}" if signed else f"{x:.1f}")
+
+
+def _fmt_verdict(v) -> str:
+    """A verdict as a coloured word, with how far off: 'below by 2.3'; — without a seed figure."""
+    from markupsafe import Markup, escape
+    if v is None:
+        return Markup("—")
+    how = f" by {v.by:.1f}" if v.label in ("above", "below") else ""
+    return Markup(f'<span class="v-{v.label.replace(" ", "-")}">{escape(v.label)}{how}</span>')
 
 
 def _fmt_duration(s) -> str:
@@ -113,18 +129,25 @@ def render(context: dict) -> str:
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_fmt_pct, duration=_fmt_duration,
+    env.filters.update(pct=_fmt_pct, duration=_fmt_duration, verdict=_fmt_verdict,
                        thousands=lambda n: "" if n is None else f"{n:,}",
                        utc=lambda t: "" if t is None else t.strftime("%Y-%m-%d %H:%M UTC"))
     return env.get_template("report.html.j2").render(**context)
 
 
-def report(study: dict, results: Path, prepared: Path, stats: Path, out: Path, logs: Path | None = None,
-           root: Path = Path("."), draw: bool = True) -> dict:
-    context = build_context(study, results, prepared, stats, logs, root, draw)
+def report(study: dict, results: Path, prepared: Path, stats: Path, out: Path, summary: Path | None = None,
+           logs: Path | None = None, root: Path = Path("."), draw: bool = True,
+           replicates: Path | None = None) -> dict:
+    """Render the report to `out` and, when given, the study's DVC metrics to `summary`; the
+    experiments' further runs are read from `replicates` (none when None)."""
+    import json
+    context = build_context(study, results, prepared, stats, logs, root, draw, replicates)
     html = render(context)
     with stage.atomic_path(out) as tmp:
         tmp.write_text(html)
+    if summary is not None:
+        with stage.atomic_path(summary) as tmp:
+            tmp.write_text(json.dumps(context["summary"], indent=1) + "\n")
     log.info("wrote %s (%.0f kB; %d experiments, %d complete)", out, len(html.encode()) / 1e3,
              len(context["experiments"]), context["n_ok"])
     return context
@@ -140,7 +163,7 @@ def render_despite_failure(paths: dict[str, Path], out: Path, root: Path) -> Non
     import os
     try:
         report(stage.read_json(paths["study"]), paths["results"], paths["prepared"], paths["stats"], out,
-               logs=root / "logs", root=root.resolve(), draw=False)
+               replicates=paths["replicates"], logs=root / "logs", root=root.resolve(), draw=False)
         os.utime(out, (1, 1))   # 1, not 0: Snakemake takes an mtime of 0 for none at all
         log.info("rendered %s with the failure shown (dated 1970: the next run rebuilds it)", out)
     except Exception as e:  # noqa: BLE001
@@ -151,10 +174,13 @@ ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "report", None,
     deps={"study": "results/configs/study.json",
           "results": stage.Gather("results/experiments", ("train", "evaluate")),
+          "replicates": stage.Gather("results/replicates", ("replicate",)),
           "prepared": stage.Gather("data/prepared", ("prepare",)), "stats": stage.Gather("data/stats", ("stats",))},
-    outs={"out": stage.Out("results/report.html")},
+    outs={"out": stage.Out("results/report.html"), "summary": stage.Out("results/summary.json", "metric")},
     help={"study": "study.json, as configure writes it", "results": "folder of per-experiment folders",
-          "prepared": "folder of prepared data sets", "stats": "folder of <dataset>.json stats"})
+          "prepared": "folder of prepared data sets", "stats": "folder of <dataset>.json stats",
+          "replicates": "folder of per-experiment folders of further runs (replicate stage)",
+          "summary": "the study's DVC metrics: verdict counts, each experiment's mean test top-1 and interval"})
 
 def parser() -> argparse.ArgumentParser:
     """The command line, from the row."""
@@ -166,8 +192,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     stage.setup_logging(args.log)
-    report(stage.read_json(args.study), args.results, args.prepared, args.stats, args.out, args.logs,
-           root=Path(".").resolve())
+    report(stage.read_json(args.study), args.results, args.prepared, args.stats, args.out, args.summary,
+           args.logs, root=Path(".").resolve(), replicates=args.replicates)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.report import verdict
+
 log = logging.getLogger("pipeline.report")
 
 # Files of one experiment directory, by the stage that writes them; the first of each carries the
@@ -45,7 +47,29 @@ def _log_tail(logs: Path | None, exp: str, lines: int = 12) -> tuple[str | None,
     return None, None
 
 
-def experiment(study: dict, name: str, results: Path, logs: Path | None = None) -> dict:
+REPLICATE_FILES = ("train.json", "run.json", "test.json", "history.csv", "per_class.csv")   # what the spreads need
+
+
+def _replicates(spec: dict, folder: Path | None, name: str) -> list[dict]:
+    """The experiment's further runs that finished from the current configs (replicate stage's
+    <folder>/<i>/): per run its train.json, test.json, history.csv and per_class.csv."""
+    runs = []
+    for i, digest in enumerate(spec.get("replicate_sha256", []), start=1):
+        run = {"replicate": i}
+        for f in REPLICATE_FILES:
+            path = folder / str(i) / f if folder is not None else None
+            try:
+                run[f.replace(".", "_")] = _read(path) if path is not None and path.exists() else None
+            except (ValueError, OSError, pd.errors.ParserError) as e:
+                log.warning("experiment %s: replicate %d: cannot read %s (%s)", name, i, path, e)
+                run[f.replace(".", "_")] = None
+        if run["train_json"] is not None and (run["test_json"] or {}).get("config_sha256") == digest:
+            runs.append(run)
+    return runs
+
+
+def experiment(study: dict, name: str, results: Path, logs: Path | None = None,
+               replicates: Path | None = None) -> dict:
     """Everything the report needs about one experiment, with `status` saying how complete it is.
 
     status: "ok" (trained and evaluated), "not evaluated", "not trained", "failed" (a stage log
@@ -57,7 +81,7 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None) 
     spec = study["experiments"][name]
     exp = {"name": name, "dataset": spec["dataset"], "model": spec["model"],
            "description": spec["description"], "reported": spec["reported"] or None,
-           "config": {}, "dir": results / name, "problems": [], "finished": None}
+           "rule": study["verdict"], "config": {}, "dir": results / name, "problems": [], "finished": None}
     for f in EXPERIMENT_FILES:
         key = f.replace(".", "_")
         exp[key] = None
@@ -78,6 +102,8 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None) 
     if exp["run_json"] is not None:   # what the run was configured with
         exp["config"] = exp["run_json"].get("config", {})
     exp["log_path"], exp["log_tail"] = _log_tail(logs, name)
+    exp["replicates"] = _replicates(spec, replicates / name if replicates is not None else None, name)
+    exp["runs_wanted"] = 1 + len(spec.get("replicate_sha256", []))
     if exp["problems"]:
         exp["status"] = "unreadable"
     elif exp["train_json"] is not None and exp["test_json"] is not None:
@@ -99,24 +125,67 @@ def _pct(x) -> float | None:
 
 def _ours(exp: dict, split: str, metric: str):
     """Our figure for `metric` (top1 %, loss, train_loss) on `split`, from the kept checkpoint; top-1
-    cut to an integer where the seed's figure was (`reported.truncated`)."""
+    the mean over the runs, cut to an integer where the seed's figure was (`reported.truncated`)."""
     train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
     if metric == "train_loss":
         return train.get("train_loss")
     if metric != "top1":
         return test.get("test_loss") if split == "test" else run.get("val_loss")
-    ours = _pct(test.get("test_acc") if split == "test" else train.get("val_acc"))
+    values = run_values(exp, split)             # top-1: the mean over the finished runs
+    ours = sum(values) / len(values) if values else None
     # a seed figure printed with %d stands for [X, X+1): ours cut the same way compares with it
     return math.floor(ours) if ours is not None and (exp["reported"] or {}).get("truncated") else ours
 
 
+def _runs(exp: dict) -> list[dict]:
+    """The experiment's own run (if trained and evaluated) and its finished further runs."""
+    own = [exp] if exp["train_json"] is not None and exp["test_json"] is not None else []
+    return own + exp.get("replicates", [])
+
+
+def run_values(exp: dict, split: str, metric: str = "top1") -> list[float]:
+    """Per finished run: top-1 (%) or loss on `split` (val: the kept checkpoint's)."""
+    values = []
+    for run in _runs(exp):
+        train, test = run["train_json"] or {}, run["test_json"] or {}
+        if metric == "top1":
+            value = _pct(test.get("test_acc") if split == "test" else train.get("val_acc"))
+        else:
+            value = test.get("test_loss") if split == "test" else None
+        if value is not None:
+            values.append(value)
+    return values
+
+
+def runs_table(exp: dict) -> list[dict]:
+    """One row per finished run: its number (0: the experiment's own), seed, test top-1 (%) and
+    loss, and the kept checkpoint's val accuracy (%)."""
+    rows = []
+    for run in _runs(exp):
+        train, test = run["train_json"] or {}, run["test_json"] or {}
+        rows.append({"run": run.get("replicate", 0), "seed": ((run["run_json"] or {}).get("config") or {}).get("seed"),
+                     "test_top1": _pct(test.get("test_acc")), "test_loss": test.get("test_loss"),
+                     "val_acc": _pct(train.get("val_acc"))})
+    return rows
+
+
+def top1_spread(exp: dict, split: str) -> verdict.Spread | None:
+    """Our top-1 (%) on `split` over the experiment's runs: mean and interval (verdict.spread)."""
+    return verdict.spread(run_values(exp, split), exp["rule"]["confidence"])
+
+
 def leaderboard_row(exp: dict) -> dict:
     """One leaderboard row; accuracies in %. `reported` is the seed's top-1 on `reported_split`, and
-    `diff` our top-1 on that same split minus it (points): val figures are compared with our val."""
+    `diff` our top-1 on that same split minus it (points): val figures are compared with our val.
+    `spread` is our top-1 on the compared split over the runs; `verdict` says whether the seed's
+    figure is within it (pipeline/report/verdict.py), None without a seed figure."""
     train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
     reported = exp["reported"] or {}
     split = reported.get("split")
     ours = _ours(exp, split, "top1") if split else None
+    spread = top1_spread(exp, split or "test")
+    judged = (verdict.verdict(spread, reported["top1"], exp["rule"]["allowance"], float(bool(reported.get("truncated"))))
+              if split else None)
     return {
         "name": exp["name"], "dataset": exp["dataset"], "model": exp["model"], "status": exp["status"],
         "n_params": run.get("params"), "epochs_run": train.get("epochs_run"),
@@ -130,6 +199,9 @@ def leaderboard_row(exp: dict) -> dict:
         "reported_truncated": bool(reported.get("truncated")), "reported_peak": bool(reported.get("peak")),
         "compared": ours if split else _pct(test.get("test_acc")),   # ours on the seed's split, else test
         "diff": None if ours is None else ours - reported["top1"],
+        "spread": spread, "verdict": judged,
+        "test_spread": top1_spread(exp, "test"), "runs": len(_runs(exp)), "runs_wanted": exp.get("runs_wanted", 1),
+        "test_loss_spread": verdict.spread(run_values(exp, "test", "loss"), exp["rule"]["confidence"]),
     }
 
 
@@ -146,8 +218,9 @@ def seed_comparison(exp: dict) -> list[dict]:
         if metric in reported:
             split = "train" if metric == "train_loss" else reported["split"]
             ours = _ours(exp, reported["split"], metric)
-            rows.append({"metric": label, "split": split, "seed": reported[metric], "ours": ours,
-                         "diff": None if ours is None else ours - reported[metric],
+            diff = None if ours is None else ours - reported[metric]
+            rows.append({"metric": label, "split": split, "seed": reported[metric], "ours": ours, "diff": diff,
+                         "better": diff is not None and (diff >= 0 if metric == "top1" else diff <= 0),
                          "format": "%.2f" if metric == "top1" else "%.4f"})
     return rows
 
@@ -167,7 +240,8 @@ def per_class_comparison(exp: dict) -> tuple[list[dict], list[str]]:
 
 def ablations(exps: list[dict]) -> dict[str, list[dict]]:
     """Each experiment that changes another (`reported.base`) against that base, grouped by source:
-    the seed's accuracy change beside ours, both on the seed's split (points)."""
+    the seed's accuracy change beside ours, both on the seed's split (points), and the verdict on
+    it: ours over the runs' paired differences (run i of each: the same seed)."""
     by_name = {e["name"]: e for e in exps}
     tables: dict[str, list[dict]] = {}
     for e in exps:
@@ -178,11 +252,20 @@ def ablations(exps: list[dict]) -> dict[str, list[dict]]:
         split = reported["split"]
         base_seed = (base["reported"] or {}).get("top1")
         ours, ours_base = _ours(e, split, "top1"), _ours(base, split, "top1")
+        child, parent = top1_spread(e, split), top1_spread(base, split)
+        deltas = (verdict.spread([c - b for c, b in zip(child.values, parent.values)], e["rule"]["confidence"])
+                  if child and parent else None)
+        # two cut figures (%d): the seed's change lies within (d - 1, d + 1)
+        cut = bool(reported.get("truncated")) and bool((base["reported"] or {}).get("truncated"))
+        judged = None if base_seed is None else verdict.verdict(
+            deltas, reported["top1"] - base_seed - (1.0 if cut else 0.0), e["rule"]["allowance"] * math.sqrt(2),
+            width=2.0 if cut else 0.0)
         tables.setdefault(reported.get("source", "").split(",")[0] or "ablations", []).append({
             "name": e["name"], "base": base["name"], "change": reported.get("change", ""), "split": split,
             "seed": reported["top1"], "seed_base": base_seed, "ours": ours, "ours_base": ours_base,
             "seed_delta": None if base_seed is None else reported["top1"] - base_seed,
-            "ours_delta": None if ours is None or ours_base is None else ours - ours_base})
+            "ours_delta": None if ours is None or ours_base is None else ours - ours_base,
+            "spread": deltas, "verdict": judged})
     return tables
 
 
@@ -204,14 +287,30 @@ def most_confused(confusion: pd.DataFrame, n: int = 10) -> list[dict]:
 
 
 def per_class(exp: dict) -> list[tuple[str, float]]:
-    """(class, accuracy %) pairs, worst first; ties in class order. A class the test split lacks has
-    no accuracy and is left out."""
-    table = exp["per_class_csv"]
-    if table is None:
+    """(class, accuracy %) pairs, worst first, each the mean over the finished runs; ties in class
+    order. A class the test split lacks has no accuracy and is left out."""
+    tables = [run["per_class_csv"] for run in _runs(exp) if run["per_class_csv"] is not None]
+    if not tables:
         return []
-    table = table[table["images"] > 0]
-    return sorted(((str(c), 100.0 * float(a)) for c, a in zip(table["class"], table["accuracy"])),
-                  key=lambda ca: ca[1])
+    table = tables[0][tables[0]["images"] > 0]
+    mean = pd.concat([t.set_index("class")["accuracy"] for t in tables], axis=1).mean(axis=1)
+    return sorted(((str(c), 100.0 * float(mean[c])) for c in table["class"]), key=lambda ca: ca[1])
+
+
+def per_class_half_widths(exp: dict) -> dict[str, float]:
+    """Per class, the half-width (points) of the t interval of its accuracy over the runs (none below 2 runs)."""
+    tables = [run["per_class_csv"] for run in _runs(exp) if run["per_class_csv"] is not None]
+    if len(tables) < 2:
+        return {}
+    accs = pd.concat([t.set_index("class")["accuracy"] for t in tables], axis=1).dropna()
+    return {str(c): verdict.spread(100 * row.to_numpy(), exp["rule"]["confidence"]).half_width
+            for c, row in accs.iterrows()}
+
+
+def histories(exp: dict) -> list[pd.DataFrame]:
+    """The history.csv of every finished run (the experiment's own first)."""
+    own = [exp["history_csv"]] if exp["history_csv"] is not None else []
+    return own + [run["history_csv"] for run in exp.get("replicates", []) if run["history_csv"] is not None]
 
 
 def prediction_sample(predictions: pd.DataFrame, n_random: int = 8, n_mistakes: int = 8,
@@ -283,3 +382,24 @@ def environments(exps: list[dict]) -> list[dict]:
         env["device_name"] = v.get("device_name")
         envs.setdefault(tuple(env.items()), {**env, "experiments": []})["experiments"].append(e["name"])
     return list(envs.values())
+
+
+def summary(exps: list[dict], ablation_tables: dict[str, list[dict]]) -> dict:
+    """results/summary.json, the study's DVC metrics (`dvc exp show`, `dvc metrics diff`): the verdict
+    counts, then per experiment its mean test top-1 (%) and the interval's half-width (null for a
+    single run: its spread is unknown; DVC then shows no column for it). Column names such as
+    `test_top1.digits_mlp`: DVC drops the file name when one file holds the metrics, and
+    `experiments.<name>.*` are params.yaml's."""
+    def tally(verdicts) -> dict[str, int]:
+        return {label.replace(" ", "_"): n for label, n in verdict.counts(verdicts).items()}
+
+    def rounded(x):
+        return None if x is None else round(x, 4)
+    out = {"seed_figures": tally(e["row"]["verdict"] for e in exps if e["row"]["verdict"]),
+           "ablation_changes": tally(r["verdict"] for rows in ablation_tables.values() for r in rows
+                                     if r["verdict"]), "test_top1": {}, "test_top1_ci": {}}
+    for e in exps:
+        spread = top1_spread(e, "test")
+        out["test_top1"][e["name"]] = rounded(spread and spread.mean)
+        out["test_top1_ci"][e["name"]] = rounded(spread and spread.half_width)
+    return out

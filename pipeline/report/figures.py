@@ -60,72 +60,104 @@ def _short(name: str, n: int = 28) -> str:
 
 
 def accuracy_bars(rows: list[dict]) -> str:
-    """Top-1 per experiment (ours) beside the seed's reported figure, on the seed's split (val or
-    test, named on the row) or on test where the seed gives none; one bar pair per row."""
-    n = len(rows)
-    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.42 * n), layout="tight")
-    y = np.arange(n)
-    ours = [r["compared"] if r["compared"] is not None else 0 for r in rows]
-    reported = [r["reported"] if r["reported"] is not None else 0 for r in rows]
-    ax.barh(y - 0.2, ours, height=0.4, color="#3a7bd5", label="ours (on the seed's split; else test)")
-    ax.barh(y + 0.2, reported, height=0.4, color="#bbbbbb", label="seed's reported figure")
+    """Our top-1 per experiment beside the seed's figure where it gives one; ours on the seed's split
+    (val or test, named on the row), else on test. Error bars: our interval over the runs."""
+    n, any_seed = len(rows), any(r["reported"] is not None for r in rows)
+    fig, ax = plt.subplots(figsize=(10, 1.2 + (0.55 if any_seed else 0.35) * n), layout="constrained")
+    y, h = np.arange(n), (0.4 if any_seed else 0.6)
+    ours = [r["compared"] or 0 for r in rows]
+    err = [(r["spread"].half_width or 0) if r.get("spread") else 0 for r in rows]
+    ax.barh(y - (0.2 if any_seed else 0), ours, height=h, color="#3a7bd5", xerr=err if any(err) else None,
+            ecolor="#123", capsize=3, label="ours" + (" (on the seed's split)" if any_seed else ", test"))
+    if any_seed:
+        ax.barh(y + 0.2, [r["reported"] or 0 for r in rows], height=h, color="#bbbbbb", label="seed")
     for yi, r in zip(y, rows):
-        if r["compared"] is not None:
-            ax.text(r["compared"] + 0.5, yi - 0.2, f"{r['compared']:.1f}", va="center", fontsize=8)
+        if r["compared"] is None:
+            ax.text(1, yi - (0.2 if any_seed else 0), r["status"], va="center", fontsize=10, color="#a00")
         else:
-            ax.text(0.5, yi - 0.2, r["status"], va="center", fontsize=8, color="#a00")
+            _bar_label(ax, r["compared"], yi - (0.2 if any_seed else 0), f"{r['compared']:.1f}", "white")
         if r["reported"] is not None:
-            ax.text(r["reported"] + 0.5, yi + 0.2, f"{r['reported']:.1f} ({r['reported_split']})", va="center",
-                    fontsize=8, color="#555")
-    ax.set_yticks(y, [_short(r["name"]) for r in rows], fontsize=8)
+            _bar_label(ax, r["reported"], yi + 0.2, f"{r['reported']:.1f} {r['reported_split']}", "#222")
+    ax.set_yticks(y, [_short(r["name"], 32) for r in rows], fontsize=10)
     ax.invert_yaxis()  # the order of params.yaml, top to bottom
-    ax.set(xlabel="top-1 accuracy (%)", xlim=(0, 118))
+    ax.set(xlim=(0, 100))
+    ax.set_xlabel("top-1 accuracy (%)", fontsize=10)
+    ax.tick_params(axis="x", labelsize=10)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=2,
-              frameon=False)                                  # above the bars, never over them
+    fig.legend(fontsize=10, loc="outside upper center", ncols=2, frameon=False)   # above, never over the bars
     return to_uri(fig)
 
 
-def dataset_curves(exps: list[dict]) -> str:
-    """Train loss, val loss and val accuracy per epoch, every experiment of one data set overlaid."""
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="tight")
-    for e in exps:
-        h = e["history_csv"]
-        line, = axes[0].plot(h["epoch"], h["train_loss"], label=_short(e["name"]))
-        axes[1].plot(h["epoch"], h["val_loss"], color=line.get_color())
-        axes[2].plot(h["epoch"], 100 * h["val_acc"], color=line.get_color())
+def _bar_label(ax, x: float, y: float, text: str, inside_colour: str) -> None:
+    """A bar's value inside its end (the axis stops at 100), or past it when the bar is too short."""
+    if x >= 15:
+        ax.text(x - 1, y, text, va="center", ha="right", fontsize=10, color=inside_colour, fontweight="bold")
+    else:
+        ax.text(x + 1, y, text, va="center", ha="left", fontsize=10, color="#222")
+
+
+def _mean_band(ax, runs: list, column: str, scale: float = 1.0, **style):
+    """The mean over the runs of `column` per epoch, and (two runs or more) their range as a band."""
+    import pandas as pd
+    per_epoch = pd.concat([r[["epoch", column]] for r in runs]).groupby("epoch")[column]
+    mean = per_epoch.mean() * scale
+    line, = ax.plot(mean.index, mean.to_numpy(), lw=1.6, **style)
+    if len(runs) > 1:
+        ax.fill_between(mean.index, per_epoch.min() * scale, per_epoch.max() * scale, color=line.get_color(),
+                        alpha=0.18, lw=0)
+    return line
+
+
+def dataset_curves(runs_by_experiment: dict[str, list]) -> str:
+    """Train loss, val loss and val accuracy per epoch, every experiment of one data set overlaid:
+    the mean over its runs, and their range as a band; one legend for the three panels, below them."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    for name, runs in runs_by_experiment.items():
+        label = _short(name, 32) + (f" ({len(runs)} runs)" if len(runs) > 1 else "")
+        line = _mean_band(axes[0], runs, "train_loss", label=label)
+        _mean_band(axes[1], runs, "val_loss", color=line.get_color())
+        _mean_band(axes[2], runs, "val_acc", 100, color=line.get_color())
     for ax, title in zip(axes, ("train loss", "val loss", "val accuracy (%)")):
-        ax.set(xlabel="epoch", title=title)
+        ax.set_title(title, fontsize=12)
+        ax.set_xlabel("epoch", fontsize=10)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()   # beside the last panel: tight layout makes room
-    axes[2].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=7)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", fontsize=10, frameon=False,
+               ncols=min(len(runs_by_experiment), 5))
     return to_uri(fig)
 
 
-def experiment_curves(history, kept_epoch: int | None) -> str:
+def experiment_curves(runs: list, kept_epoch: int | None) -> str:
     """Loss and accuracy per epoch, train solid and val dashed (val loss: cross-entropy; train loss:
-    the training objective); the kept checkpoint marked."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 2.8), layout="tight")
-    ax_loss.plot(history["epoch"], history["train_loss"], label="train")
-    ax_loss.plot(history["epoch"], history["val_loss"], "--", label="val")
-    ax_acc.plot(history["epoch"], 100 * history["train_acc"], label="train")
-    ax_acc.plot(history["epoch"], 100 * history["val_acc"], "--", label="val")
+    the training objective): the mean over the runs, their range as a band; the kept checkpoint (of
+    the experiment's own run) marked."""
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
+    suffix = f" (mean of {len(runs)} runs)" if len(runs) > 1 else ""
+    _mean_band(ax_loss, runs, "train_loss", label="train" + suffix)
+    _mean_band(ax_loss, runs, "val_loss", ls="--", label="val")
+    _mean_band(ax_acc, runs, "train_acc", 100, label="train" + suffix)
+    _mean_band(ax_acc, runs, "val_acc", 100, ls="--", label="val")
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
         if kept_epoch is not None:
-            ax.axvline(kept_epoch, color="#999", lw=1, ls=":", label=f"kept (epoch {kept_epoch})")
-        ax.set(xlabel="epoch", title=title)
+            ax.axvline(kept_epoch, color="#c0392b", lw=1.5, label=f"kept (epoch {kept_epoch})")
+        ax.set_title(title, fontsize=12)
+        ax.set_xlabel("epoch", fontsize=10)
+        ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=10)
     return to_uri(fig)
 
 
-def per_class_bars(pairs: list[tuple[str, float]], limit: int = 30) -> str:
-    """Per-class test accuracy, worst first; with many classes only the `limit` worst are drawn."""
+def per_class_bars(pairs: list[tuple[str, float]], half_widths: dict[str, float] | None = None,
+                   limit: int = 30) -> str:
+    """Per-class test accuracy (the runs' mean), worst first, with the interval over the runs where
+    there are several; with many classes only the `limit` worst are drawn."""
     shown = pairs[:limit]
     fig, ax = plt.subplots(figsize=(6.5, 0.8 + 0.2 * len(shown)), layout="tight")
     y = np.arange(len(shown))
     acc = np.array([a for _, a in shown])
-    ax.barh(y, acc, color=plt.cm.RdYlGn(acc / 100))
+    err = [(half_widths or {}).get(c, 0.0) for c, _ in shown]
+    ax.barh(y, acc, color=plt.cm.RdYlGn(acc / 100), xerr=err if any(err) else None, ecolor="#333", capsize=2)
     for yi, a in zip(y, acc):   # a 0 % class has no bar to see; its number says so
         ax.text(min(a, 88) + 1, yi, f"{a:.0f}", va="center", fontsize=6)
     ax.set_yticks(y, [_short(c, 22) for c, _ in shown], fontsize=7)
