@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test repro bench clean
+.PHONY: install demo test repro bench gpu-check clean
 install: $(VENV)/.installed
 $(VENV)/.installed: envs/requirements.txt envs/constraints.txt scripts/dvc_plots_template.py
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: install
 
 bench: install         ## wall times of the demo and of no-op reruns with each tool
 	$(BIN)/python scripts/bench_pipeline.py
+
+gpu-check: install     ## on a CUDA machine: benchmark, seed 002 on CIFAR-10, smoke run, determinism -> benchmarks/
+	$(BIN)/python scripts/gpu_check.py --out benchmarks
 
 # Not the venv, nor data/downloads/ (archives you placed there); configure's links in data/sources
 # go, never what they point to.

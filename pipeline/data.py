@@ -27,11 +27,14 @@ def load_meta(prepared: Path) -> dict:
     return json.loads((Path(prepared) / "meta.json").read_text())
 
 
-def load_split(prepared: Path, split: str, device: torch.device) -> Split:
+def load_split(prepared: Path, split: str, device: torch.device, channels_last: bool = False) -> Split:
+    """A prepared split on `device`. `channels_last`: the images keep the file's NHWC layout (an
+    (N, C, H, W) view with channels-last strides), so that a batch indexed from them is channels_last
+    already and needs no copy per step where the model runs channels_last (CUDA convolutions)."""
     images = np.load(Path(prepared) / f"{split}_images.npy")            # (N, H, W, C) uint8
     labels = np.load(Path(prepared) / f"{split}_labels.npy")
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()        # (N, C, H, W)
-    return Split(x.to(device), torch.from_numpy(labels).to(device))
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)                     # (N, C, H, W), NHWC in memory
+    return Split((x if channels_last else x.contiguous()).to(device), torch.from_numpy(labels).to(device))
 
 
 class Normalize(torch.nn.Module):
@@ -55,14 +58,16 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def memory_format(x: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    """The batch as the model takes it: channels_last where `nhwc` (no copy when it is already)."""
     return x.contiguous(memory_format=torch.channels_last) if nhwc else x
 
 
-def batches(split: Split, batch_size: int, generator: torch.Generator | None = None):
-    """Yield (images, labels) batches; shuffled with `generator` when given, else in order."""
+def batches(split: Split, batch_size: int, generator: torch.Generator | None = None, drop_last: bool = False):
+    """Yield (images, labels) batches; shuffled with `generator` when given, else in order;
+    `drop_last`: every batch full (static shapes), the last partial one left out."""
     n = len(split)
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     order = to_device(order, split.labels.device)
-    for start in range(0, n, batch_size):
+    for start in range(0, n - (n % batch_size if drop_last and n >= batch_size else 0), batch_size):
         idx = order[start:start + batch_size]
         yield split.images[idx], split.labels[idx]

@@ -87,9 +87,18 @@ def stop(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
-def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device, sync_batchnorm: bool = False) -> torch.nn.Module:
+    """The model for the training step: DDP over the ranks (itself on one). `sync_batchnorm`: its
+    BatchNorm layers become SyncBatchNorm, in place (the unwrapped model shares them), so that they
+    normalise over the global batch; torch has that on CUDA only."""
     if ranks.world == 1:
         return model
+    if sync_batchnorm:
+        if device.type != "cuda":
+            from pipeline.stage import PipelineError
+            raise PipelineError(f"sync_batchnorm: true needs CUDA (torch's SyncBatchNorm has no {device.type} "
+                                f"forward); set sync_batchnorm: false to train on {ranks.world} {device.type} processes")
+        torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     from torch.nn.parallel import DistributedDataParallel
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

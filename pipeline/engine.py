@@ -168,6 +168,9 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     CHECK_EVERY steps too; a diverged epoch raises Diverged.
     """
     batch_size, clip = config["batch_size"], config.get("grad_clip")
+    # compile: reduce-overhead replays CUDA graphs, recorded per shape: every batch full
+    static = config.get("compile") == "reduce-overhead" and len(split) >= batch_size
+    seen = len(split) - len(split) % batch_size if static else len(split)
     train_mode(model, config)
     device = split.labels.device
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -175,8 +178,8 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     bad_step = torch.full((), -1.0, dtype=torch.float64, device=device)   # first diverged step; -1: none
     bad_loss = torch.zeros((), dtype=torch.float64, device=device)
     limit = None
-    for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator), desc=desc, leave=False,
-                                       total=-(-len(split) // batch_size), disable=not ranks.main)):
+    for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator, drop_last=static), desc=desc,
+                                       leave=False, total=-(-seen // batch_size), disable=not ranks.main)):
         n, part = len(y), distributed.part(len(y), ranks)    # this rank's slice of the global batch
         x = augment.apply(config.get("augment", []), x[part], aug_generator, config.get("input_size"), n, part)
         x, y = data.memory_format(x, nhwc), y[part]
@@ -203,7 +206,7 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
         [sums, torch.stack([bad_step, bad_loss])]).tolist()               # the epoch's one read
     if first_bad >= 0:
         raise Diverged(int(first_bad) + 1, first_bad_loss)
-    return total / len(split), right / len(split)
+    return total / seen, right / seen
 
 
 @dataclass(frozen=True)
@@ -244,8 +247,8 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
     threads = inference.set_threads(config, ranks.world)
     aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     meta = data.load_meta(prepared)
-    train, val = (data.load_split(prepared, s, device) for s in ("train", "val"))
     model, nhwc, precision = _model_on(device, config, meta, stats, experiments)
+    train, val = (data.load_split(prepared, s, device, channels_last=nhwc) for s in ("train", "val"))
     if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
         raise PipelineError(f"experiment {config['name']}: nesterov: true needs momentum > 0")
     optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
@@ -253,8 +256,8 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
     stopper = recipes.EarlyStopping(config.get("early_stopping", 0))
     loss_fn = recipes.make_loss(config)
     # torch.compile traces on the first call, so the first epoch's time holds the compile time.
-    step_model = distributed.wrap(model, ranks, device)
-    step_model = torch.compile(step_model) if config.get("compile") else step_model
+    step_model = distributed.wrap(model, ranks, device, config.get("sync_batchnorm", False))
+    step_model, eval_model = compiled(step_model, model, config, ranks)
     generators = {"shuffle": generator, "augment": aug_generator}
     state_file, key = resume.state_path(out.model), resume.run_key(config, stats, prepared)
     state = resume.load(state_file, key)
@@ -285,8 +288,7 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         except torch.cuda.OutOfMemoryError:
             raise PipelineError(out_of_memory(config, device)) from None
         # each rank scores its slice of val, on the plain module: DDP's forward would sync buffers
-        val_loss, val_acc = score_val_split(model if ranks.world > 1 else step_model, val, config["eval_batch_size"],
-                                            precision, nhwc, ranks)
+        val_loss, val_acc = score_val_split(eval_model, val, config["eval_batch_size"], precision, nhwc, ranks)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                         "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
         log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", epoch, config["epochs"],
@@ -345,6 +347,23 @@ def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, exper
     if nhwc:
         model = model.to(memory_format=torch.channels_last)
     return model, nhwc, precision
+
+
+def compiled(step_model: nn.Module, model: nn.Module, config: dict, ranks: distributed.Ranks):
+    """(the training step's model, the val scoring's model) as `compile` says. true: torch.compile of
+    the step model, which val scoring shares on one process. reduce-overhead: CUDA graphs (kernel
+    launches replayed, not issued one by one: the seed study's small models are launch-bound), shapes
+    static (run_epoch keeps every training batch full), and val scored by a compile of its own, so
+    that the eval-mode graphs are recorded apart from training's. Under DDP val is scored on the
+    plain module: DDP's forward would sync buffers."""
+    mode = config.get("compile", False)
+    if not mode:
+        return step_model, model if ranks.world > 1 else step_model
+    if mode == "reduce-overhead":
+        return (torch.compile(step_model, mode="reduce-overhead", dynamic=False),
+                torch.compile(model, mode="reduce-overhead", dynamic=False))
+    step_model = torch.compile(step_model)
+    return step_model, model if ranks.world > 1 else step_model
 
 
 def he_init(net: nn.Module) -> None:

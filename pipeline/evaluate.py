@@ -50,7 +50,7 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
     import torch
     model, ckpt, device = inference.load_model(checkpoint)
     config = ckpt["config"]
-    test = data.load_split(prepared, "test", device)
+    test = data.load_split(prepared, "test", device, channels_last=inference.channels_last(model, device))
     labels = test.labels.cpu().numpy()
     classes = data.load_meta(prepared)["classes"]
 

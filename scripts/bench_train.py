@@ -1,23 +1,33 @@
-"""Training throughput: the seeds' own loop against this pipeline's engine, same device, same model,
-batch size and augmentation, on the real CIFAR-10 JPEGs.
+"""Training throughput: the seeds' own loops, as they ran, against this pipeline's engine; same device,
+model, batch and augmentation, on the real CIFAR-10 (../shared/data/cifar10-jpeg.tar.gz).
 
-    python scripts/bench_train.py --data ../shared/data/cifar10-jpeg.tar.gz --out benchmarks/bench_train.json
-    python scripts/bench_train.py --device cpu --models cifarnet_best --steps 3 --warmup 1   # a smoke run
+    python scripts/bench_train.py --out benchmarks/bench_train.json               # what gpu-check runs
+    python scripts/bench_train.py --device cpu --steps 3 --warmup 1 --per-class 40   # a smoke run
 
-(a) the seeds' way: torchvision ImageFolder over the extracted JPEG folders, a DataLoader (one worker
-    per core, pinned memory), PIL transforms, fp32, the loss read back every step as their loops did;
-(b) the engine with its defaults (params.yaml): uint8 images resident on the device, batched
-    per-sample augmentation there, bf16 autocast and channels_last on CUDA, no host sync per step.
-Cases: cifarnet_best at 32 px, batch 256, RandomCrop(32, padding=4) + horizontal flip; torchvision
-ResNet-18 at 224 px, batch 64, Resize(256) + RandomResizedCrop(224) + horizontal flip. Prints
-images/s of each and the ratio, and the engine's achieved TFLOP/s (FLOPs of one training step
-counted by torch.utils.flop_counter); writes them with the device, versions and command to --out.
+The JPEGs are decoded once into CIFAR-10's own python archive (the pickled batches the seeds loaded),
+so that both sides read the same pixels the way they did:
+(a) the seeds: torchvision's CIFAR10 class (the whole split in memory, PIL per image), their
+    transforms, a DataLoader with their workers (2: the course starter, seed 002; 4: seed 003),
+    fp32 NCHW, the loss read back every step as their loops did;
+(b) the engine: the pipeline's download + prepare + stats of that archive (timed: a one-time cost),
+    then uint8 images resident on the device, batched per-sample augmentation there, no host sync
+    per step; run three times: fp32, bf16 autocast, and its defaults (`precision: auto`: bf16 on
+    CUDA, fp32 on the CPU; channels_last on CUDA).
+Cases: seed 002's cifarnet_best (32 px, batch 256, RandomCrop(32, padding=4) + horizontal flip,
+0.5/0.5 normalisation, 20 epochs) and seed 003's ResNet-18 at 224 px (batch 64,
+RandomResizedCrop(224) + horizontal flip, ImageNet normalisation, 14 epochs).
+Three ratios per case: data path (engine fp32 / seeds, both fp32), precision (engine bf16 / engine
+fp32), total (engine defaults / seeds); and the total with the engine's prepare cost spread over the
+seed's epochs. Also the engine's TFLOP/s (torch.utils.flop_counter). Writes all of it, with the
+device, versions and command, to --out.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import pickle
 import platform
 import shlex
 import sys
@@ -26,26 +36,28 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline import data, engine, inference, params, recipes  # noqa: E402
-from pipeline.prepare import prepare  # noqa: E402
 
-CASES = {   # model -> batch, seeds' torchvision transforms, the engine's recipe keys
-    "cifarnet_best": {"batch": 256, "model": {"name": "cifarnet_best"}, "input_size": None,
+CASES = {   # model -> the seed's batch, workers, epochs, normalisation; the engine's recipe keys
+    "cifarnet_best": {"batch": 256, "workers": 2, "epochs": 20, "model": {"name": "cifarnet_best"},
+                      "input_size": None, "normalize": "half",
                       "augment": [{"name": "crop", "padding": 4}, {"name": "hflip"}]},
-    "resnet18_224": {"batch": 64, "model": {"name": "tv_resnet", "arch": "resnet18"}, "input_size": 224,
+    "resnet18_224": {"batch": 64, "workers": 4, "epochs": 14, "model": {"name": "tv_resnet", "arch": "resnet18"},
+                     "input_size": 224, "normalize": "imagenet",
                      "augment": [{"name": "random_resized_crop"}, {"name": "hflip"}]},
 }
+MEAN_STD = {"half": ([0.5] * 3, [0.5] * 3), "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])}
 
 
-def seeds_transform(case: str, mean, std):
+def seeds_transform(case: str):
     from torchvision import transforms as T
-    geometry = ([T.RandomCrop(32, padding=4)] if case == "cifarnet_best"
-                else [T.Resize(256), T.RandomResizedCrop(224)])
-    return T.Compose([*geometry, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    geometry = [T.RandomCrop(32, padding=4)] if case == "cifarnet_best" else [T.RandomResizedCrop(224)]
+    return T.Compose([*geometry, T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(*MEAN_STD[CASES[case]["normalize"]])])
 
 
 def sync(device):
@@ -53,13 +65,10 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def seeds_loop(case: str, cfg: dict, meta: dict, stats: dict, train_dir: Path, device, steps, warmup) -> float:
-    """images/s of the seeds' DataLoader loop (fp32, NCHW, loss.item() each step)."""
+def seeds_loop(case: str, cfg: dict, meta: dict, dataset, device, steps, warmup) -> float:
+    """images/s of the seed's DataLoader loop (fp32, NCHW, loss.item() each step)."""
     from torch.utils.data import DataLoader
-    from torchvision.datasets import ImageFolder
-    workers = len(os.sched_getaffinity(0))
-    ds = ImageFolder(str(train_dir), transform=seeds_transform(case, stats["mean"], stats["std"]))
-    loader = DataLoader(ds, batch_size=cfg["batch_size"], shuffle=True, num_workers=workers,
+    loader = DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=True, num_workers=CASES[case]["workers"],
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
     net = _plain_net(cfg, meta, device)
     optimizer = recipes.make_optimizer(cfg, net.parameters())
@@ -121,60 +130,125 @@ def flops_per_image(model, cfg, split, loss_fn, precision, nhwc) -> float:
     return counter.get_total_flops() / len(y)
 
 
-def dataset(archive: Path, work: Path) -> tuple[Path, Path, dict]:
-    """The JPEG train folders (extracted, for the seeds' ImageFolder) and the pipeline's prepared form."""
+def cifar_archive(jpegs: Path, out: Path, per_class: int | None) -> Path:
+    """CIFAR-10's python archive (cifar-10-python.tar.gz: data_batch_1..5, test_batch, batches.meta)
+    holding the JPEG archive's decoded images; `per_class` keeps that many training images per class."""
+    from PIL import Image
+    splits: dict[str, list] = {"train": [], "test": []}
+    with tarfile.open(jpegs) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name)
+        classes = sorted({m.name.split("/")[-2] for m in members})
+        taken: dict[tuple, int] = {}
+        for m in members:
+            split, cls = m.name.split("/")[-3], m.name.split("/")[-2]
+            if per_class and taken.get((split, cls), 0) >= (per_class if split == "train" else max(1, per_class // 5)):
+                continue
+            taken[(split, cls)] = taken.get((split, cls), 0) + 1
+            img = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
+            if img.shape != (32, 32, 3):
+                raise SystemExit(f"error: {jpegs}: {m.name} is {img.shape[1]}x{img.shape[0]}, not CIFAR's 32x32")
+            splits[split].append((img.transpose(2, 0, 1).reshape(-1), classes.index(cls)))
+    members = {}
+    train = splits["train"]
+    for b in range(5):   # CIFAR's row layout: R plane, G plane, B plane
+        part = train[b::5]
+        members[f"cifar-10-batches-py/data_batch_{b + 1}"] = {
+            "batch_label": f"training batch {b + 1} of 5", "labels": [label for _, label in part],
+            "data": np.stack([row for row, _ in part]), "filenames": [f"{b}_{i}.png" for i in range(len(part))]}
+    members["cifar-10-batches-py/test_batch"] = {
+        "batch_label": "testing batch 1 of 1", "labels": [label for _, label in splits["test"]],
+        "data": np.stack([row for row, _ in splits["test"]]), "filenames": [f"t{i}.png" for i in range(len(splits["test"]))]}
+    members["cifar-10-batches-py/batches.meta"] = {"label_names": classes, "num_cases_per_batch": 10000, "num_vis": 3072}
+    path = out / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+        for name, obj in members.items():
+            blob = pickle.dumps(obj)
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return path
+
+
+def engine_data(archive: Path, work: Path) -> tuple[dict, Path, dict, float]:
+    """The pipeline's own download, prepare and stats of the archive (val split 0, as seed 002 ran):
+    (source, prepared folder, stats, seconds taken)."""
+    from pipeline.prepare import prepare
+    from pipeline.sources import archives, fetch
     from pipeline.stats import channel_stats
-    import numpy as np
-    with tarfile.open(archive) as tar:
-        tar.extractall(work / "jpeg", filter="data")
-    train_dir = next(p for p in (work / "jpeg").rglob("train") if p.is_dir())
-    cfg = {"source": {"kind": "folder", "path": str(archive)}, "image_size": 32, "val_fraction": 0.1,
-           "split_seed": 0}
-    from pipeline.sources import fetch
-    (work / "raw").mkdir()
-    fetch(cfg["source"], work / "raw")
-    prepare(cfg, work / "raw", work / "prepared")
+    source = {"kind": "cifar10", "archive_dir": str(archive.parent), "md5": archives._md5(archive)}
+    start = time.perf_counter()
+    fetch(source, work / "raw")
+    prepare({"source": source, "val_fraction": 0, "split_seed": 0}, work / "raw", work / "prepared")
     stats = channel_stats(np.load(work / "prepared" / "train_images.npy", mmap_mode="r"))
-    return train_dir, work / "prepared", stats
+    return source, work / "prepared", stats, time.perf_counter() - start
 
 
-def main() -> None:
+def measure(case: str, defaults: dict, meta: dict, seeds_data, prepared: Path, stats: dict, prepare_s: float,
+            device, steps: int, warmup: int, batch_divisor: int = 1) -> dict:
+    c = CASES[case]
+    batch = max(1, c["batch"] // batch_divisor)
+    cfg = {**defaults, "name": case, "dataset": "cifar10", "device": str(device), "lr": 0.01,
+           "batch_size": batch, "model": c["model"], "input_size": c["input_size"],
+           "augment": c["augment"], "normalize": c["normalize"]}
+    engine.seed_everything(0, device)
+    seeds = seeds_loop(case, cfg, meta, seeds_data, device, steps, warmup)
+    ours = {p: engine_loop({**cfg, "precision": p}, prepared, stats, device, steps, warmup)
+            for p in ("fp32", "bf16", "auto")}
+    epoch_images = meta["counts"]["train"]
+    amortised = epoch_images / (epoch_images / ours["auto"][0] + prepare_s / c["epochs"])
+    row = {"case": case, "batch": batch, "seeds_workers": c["workers"], "epochs": c["epochs"],
+           "seeds_images_s": round(seeds, 1),
+           **{f"engine_{p}_images_s": round(v[0], 1) for p, v in ours.items()},
+           "engine_auto_tflops": round(ours["auto"][1], 3),
+           "ratio_data_path": round(ours["fp32"][0] / seeds, 2),
+           "ratio_precision": round(ours["bf16"][0] / ours["fp32"][0], 2),
+           "ratio_total": round(ours["auto"][0] / seeds, 2),
+           "ratio_total_with_prepare": round(amortised / seeds, 2)}
+    print(f"{case:14s} seeds {seeds:8.1f} img/s | engine fp32 {ours['fp32'][0]:8.1f}  bf16 {ours['bf16'][0]:8.1f}  "
+          f"auto {ours['auto'][0]:8.1f} | data path {row['ratio_data_path']}x  precision {row['ratio_precision']}x  "
+          f"total {row['ratio_total']}x ({row['ratio_total_with_prepare']}x with prepare)", flush=True)
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/cifar10-jpeg.tar.gz")
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/cifar10-jpeg.tar.gz",
+                    help="the CIFAR-10 JPEG archive (class folders under train/ and test/)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--models", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--steps", type=int, default=50, help="timed steps per loop")
     ap.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    ap.add_argument("--per-class", type=int, help="training images per class (default: all 5,000)")
+    ap.add_argument("--batch-divisor", type=int, default=1, help="the seeds' batch sizes divided by this (tiny runs)")
     ap.add_argument("--out", type=Path, help="write the figures here (JSON)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     device = inference.pick_device(args.device)
-    defaults = {k: v for k, v in params.load(ROOT / "params.yaml").items() if k in params.training_keys()}
-    rows = []
+    defaults = {k: v for k, v in params.load(ROOT / "params.yaml").items()
+                if k in params.training_keys() and k not in params.RUN_COUNT_KEYS}
     with tempfile.TemporaryDirectory() as tmp:
-        train_dir, prepared, stats = dataset(args.data, Path(tmp))
+        tmp = Path(tmp)
+        start = time.perf_counter()
+        archive = cifar_archive(args.data, tmp, args.per_class)
+        decode_s = time.perf_counter() - start
+        source, prepared, stats, prepare_s = engine_data(archive, tmp / "engine")
         meta = data.load_meta(prepared)
+        from pipeline.sources import cifar
+        rows = []
         for case in args.models:
-            c = CASES[case]
-            cfg = {**defaults, "name": case, "dataset": "cifar10_jpeg", "device": str(device), "lr": 0.01,
-                   "batch_size": c["batch"], "model": c["model"], "input_size": c["input_size"],
-                   "augment": c["augment"], "normalize": "dataset"}
-            engine.seed_everything(0, device)
-            seeds = seeds_loop(case, cfg, meta, stats, train_dir, device, args.steps, args.warmup)
-            ours, tflops = engine_loop(cfg, prepared, stats, device, args.steps, args.warmup)
-            rows.append({"case": case, "batch": c["batch"], "seeds_images_s": round(seeds, 1),
-                         "engine_images_s": round(ours, 1), "ratio": round(ours / seeds, 2),
-                         "engine_tflops": round(tflops, 2),
-                         "engine_precision": "bf16" if isinstance(inference.autocast(cfg, device), torch.autocast) else "fp32",
-                         "engine_channels_last": device.type == "cuda"})
-            print(f"{case:14s} batch {c['batch']:3d}  seeds' loop {seeds:9.1f} img/s  engine {ours:9.1f} img/s  "
-                  f"ratio {ours / seeds:5.2f}x  engine {tflops:6.2f} TFLOP/s", flush=True)
-    result = {"command": " ".join(shlex.quote(a) for a in sys.argv), "device": str(device),
+            seeds_data = cifar._verified_class(source, tmp / "engine/raw")(
+                root=tmp / "engine/raw", train=True, transform=seeds_transform(case))
+            rows.append(measure(case, defaults, meta, seeds_data, prepared, stats, prepare_s, device,
+                                args.steps, args.warmup, args.batch_divisor))
+    result = {"command": " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv)),
+              "device": str(device),
               "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-              "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
-              "cuda": torch.version.cuda, "steps": args.steps, "warmup": args.warmup, "results": rows}
+              "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__, "cuda": torch.version.cuda,
+              "steps": args.steps, "warmup": args.warmup, "train_images": meta["counts"]["train"],
+              "jpeg_decode_s": round(decode_s, 1), "engine_prepare_s": round(prepare_s, 1), "results": rows}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))   # the tests' helpers that scripts use too (smoke_workspace)
 BIN = Path(sys.executable).parent          # the venv's snakemake and dvc live beside its python
 # The unit tests' params (defaults and the demo study): a frozen copy, not the live params.yaml.
 TEST_PARAMS = ROOT / "tests" / "data" / "params.yaml"
@@ -25,25 +25,10 @@ def training_defaults() -> dict:
     return {k: v for k, v in unit_params().items() if k in params.training_keys()}
 
 
-def project_files() -> list[str]:
-    """Tracked and untracked-but-not-ignored files: what a clean checkout (plus work in progress) has."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
-    return [f for f in out.splitlines() if (ROOT / f).is_file()]
-
-
-INSTALLED = (".dvc/plots-offline.html",)   # written by `make install` (git-ignored): part of a set-up checkout
-
-
 def copy_project(dest: Path) -> Path:
-    for f in [*project_files(), *(f for f in INSTALLED if (ROOT / f).is_file())]:
-        (dest / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, dest / f)
-    env = tool_env()
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env)
-    return dest
+    """The checkout (tracked files, work in progress, what `make install` wrote) in a fresh git repository."""
+    from smoke_workspace import copy_checkout
+    return copy_checkout(dest)
 
 
 def tool_env() -> dict:

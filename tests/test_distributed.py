@@ -71,3 +71,15 @@ def test_two_processes_fine_tune_the_last_layer_with_a_frozen_body_in_eval_mode(
     out = exps / "child"
     result = evaluate.evaluate(out / "model.pt", prepared, out / "test.json", out / "p.csv", out / "pr.csv", out / "c.csv")
     assert 0 <= result["test_acc"] <= 1
+
+
+def test_sync_batchnorm_on_cpu_ranks_is_one_error_naming_the_key():
+    """torch's SyncBatchNorm has no CPU forward: asking for it on gloo ranks fails before training."""
+    from pipeline import distributed
+    from pipeline.stage import PipelineError
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    with pytest.raises(PipelineError, match="sync_batchnorm: true needs CUDA.*set sync_batchnorm: false"):
+        distributed.wrap(model, distributed.Ranks(rank=0, world=2), torch.device("cpu"), sync_batchnorm=True)
+    assert type(model[1]) is torch.nn.BatchNorm2d                       # left as it was
+    one = distributed.wrap(model, distributed.Ranks(), torch.device("cpu"), sync_batchnorm=True)
+    assert one is model and type(model[1]) is torch.nn.BatchNorm2d      # one device: nothing to sync

@@ -148,3 +148,46 @@ def test_compile_trains_through_the_compiled_module_and_saves_the_plain_one(prep
     assert sum(compiled) == 2 * (200 + 100)          # every train and val image went through it
     state = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     assert not any(k.startswith("_orig_mod") for k in state) and len(m["epoch_times_s"]) == 2
+
+
+def test_reduce_overhead_trains_full_batches_and_scores_val_through_a_compile_of_its_own(prepared, tmp_path,
+                                                                                        monkeypatch):
+    calls = []
+
+    class Compiled(torch.nn.Module):     # stands in for torch.compile (CUDA graphs need CUDA; compiling is slow)
+        def __init__(self, model, **kwargs):
+            super().__init__()
+            self._orig_mod, self.kwargs, self.seen = model, kwargs, []
+            calls.append(self)
+
+        def forward(self, x):
+            self.seen.append((len(x), self._orig_mod.training))
+            return self._orig_mod(x)
+    monkeypatch.setattr(torch, "compile", Compiled)
+    m = engine.fit(config(compile="reduce-overhead", epochs=2), prepared, {"mean": [0.3], "std": [0.35]},
+                   outputs(tmp_path))
+    train, val = calls
+    assert train.kwargs == val.kwargs == {"mode": "reduce-overhead", "dynamic": False}
+    # 200 training images at batch 16: 12 full batches a epoch, the 8 left over dropped (static shapes)
+    assert train.seen == [(16, True)] * 24
+    assert sum(n for n, _ in val.seen) == 2 * 100 and not any(mode for _, mode in val.seen)
+    assert len(m["epoch_times_s"]) == 2
+
+
+def test_a_channels_last_split_gives_channels_last_batches_with_no_copy(tmp_path):
+    """Where the model runs channels_last (CUDA convolutions), the split keeps the file's NHWC bytes:
+    the same pixels, and a batch indexed from them needs no conversion per step."""
+    import numpy as np
+    prepared = tmp_path / "prepared"                  # RGB: with one channel both layouts are the same bytes
+    prepared.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(prepared / "train_images.npy", rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8))
+    np.save(prepared / "train_labels.npy", rng.integers(0, 10, 40))
+    plain = data.load_split(prepared, "train", torch.device("cpu"))
+    nhwc = data.load_split(prepared, "train", torch.device("cpu"), channels_last=True)
+    assert plain.images.is_contiguous() and nhwc.images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(plain.images, nhwc.images) and torch.equal(plain.labels, nhwc.labels)
+    x, _ = next(data.batches(nhwc, 16, torch.Generator().manual_seed(0)))
+    assert data.memory_format(x, nhwc=True) is x                 # already channels_last: no copy
+    y, _ = next(data.batches(plain, 16, torch.Generator().manual_seed(0)))
+    assert data.memory_format(y, nhwc=True) is not y and torch.equal(data.memory_format(y, nhwc=True), x)

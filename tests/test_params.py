@@ -40,7 +40,7 @@ def first_experiment(p: dict) -> dict:
     (lambda p: p.update(device="tpu"), "device: 'tpu' does not match"),
     (lambda p: p.update(precision="fp16"), "precision: 'fp16' is not one of ['auto', 'fp32', 'bf16']"),
     (lambda p: first_experiment(p).update(precision="half"), "precision: 'half' is not one of"),
-    (lambda p: p.update(compile="yes"), "compile: 'yes' is not of type 'boolean'"),
+    (lambda p: p.update(compile="yes"), "compile: 'yes' is not one of [False, True, 'reduce-overhead']"),
     (lambda p: p.update(deterministic=1), "deterministic: 1 is not of type 'boolean'"),
     (lambda p: p["datasets"]["digits"].update(val_fraction=1.0), "datasets.digits.val_fraction: 1.0 is greater than or equal to the maximum of 1"),
     (lambda p: p["datasets"]["digits"].update(val_fraction=-0.1), "datasets.digits.val_fraction: -0.1 is less than the minimum of 0"),

@@ -16,31 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-import torchvision
 
-import miniatures as mini
 from conftest import ROOT, copy_project, tool_env, unit_params
 from pipeline import params as P
-from pipeline.models import tv_resnet
-from test_pipeline import edit_params
 
-ARCHIVES = {"cifar10": mini.cifar10, "tiny_imagenet": mini.tiny_imagenet, "cub200": mini.cub200,
-            # 10 a class: a 10% val split keeps one of each of the 100 classes
-            "cifar100": lambda folder: mini.cifar100(folder, train_per_class=10)}
-# each writes its official file name into the folder given
-
-
-def stand_in_weights(torch_home: Path, archs: set[str]) -> None:
-    for arch in sorted(archs):
-        env_home = torch.hub.get_dir()
-        torch.hub.set_dir(str(torch_home / "hub"))
-        try:
-            _, path = tv_resnet.weights_file(arch)
-        finally:
-            torch.hub.set_dir(env_home)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(torchvision.models.get_model(arch, weights=None).state_dict(), path)
+sys.path.insert(0, str(ROOT / "scripts"))
+from smoke_workspace import seed_smoke  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,26 +29,7 @@ def smoke_run(tmp_path_factory) -> tuple[Path, dict, subprocess.CompletedProcess
     root = tmp_path_factory.mktemp("seed_smoke")
     project = copy_project(root / "project")
     env = {**tool_env(), "TORCH_HOME": str(root / "torch")}
-    subprocess.run([sys.executable, "-m", "pipeline.study", "seed"], cwd=project, env=env, check=True)
-    downloads = project / "data/downloads"
-    downloads.mkdir(parents=True)
-    md5 = {kind: mini.md5(make(downloads)) for kind, make in ARCHIVES.items()}
-    jpeg = mini.tar_of_folder(mini.image_folder(root / "jpeg", {f"c{i}": 6 for i in range(10)}, split_dirs=True),
-                              root / "cifar10-jpeg.tar.gz", "cifar10")
-    local = P.read_yaml(project / "studies/cifar10_local.yaml")
-
-    def smoke(doc):
-        doc["smoke"] = True
-        for ds in doc["datasets"].values():
-            if ds["source"]["kind"] in md5:
-                ds["source"]["md5"] = md5[ds["source"]["kind"]]     # the miniature stands in as a mirror's file
-        for name, ds in local["datasets"].items():
-            doc["datasets"][name] = {**ds, "source": {"kind": "folder", "path": str(jpeg), "md5": mini.md5(jpeg)}}
-        doc["experiments"].update(local["experiments"])
-    edit_params(project, smoke)
-    params = P.load(project / "params.yaml")
-    stand_in_weights(root / "torch", {e["model"]["arch"] for e in params["experiments"].values()
-                                      if e.get("pretrained") == "imagenet"})
+    params = seed_smoke(project, root, env)
     run = subprocess.run(["snakemake", "--cores", "2", "--keep-going"], cwd=project, env=env, capture_output=True, text=True)
     return project, params, run
 
