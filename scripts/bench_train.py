@@ -134,20 +134,23 @@ def cifar_archive(jpegs: Path, out: Path, per_class: int | None) -> Path:
     """CIFAR-10's python archive (cifar-10-python.tar.gz: data_batch_1..5, test_batch, batches.meta)
     holding the JPEG archive's decoded images; `per_class` keeps that many training images per class."""
     from PIL import Image
+    files: dict[str, bytes] = {}
+    with tarfile.open(jpegs) as tar:   # in the archive's order: a .tar.gz cannot seek back cheaply
+        for m in tar:
+            if m.isfile() and m.name.endswith(".jpg"):
+                files[m.name] = tar.extractfile(m).read()
+    classes = sorted({name.split("/")[-2] for name in files})
     splits: dict[str, list] = {"train": [], "test": []}
-    with tarfile.open(jpegs) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name)
-        classes = sorted({m.name.split("/")[-2] for m in members})
-        taken: dict[tuple, int] = {}
-        for m in members:
-            split, cls = m.name.split("/")[-3], m.name.split("/")[-2]
-            if per_class and taken.get((split, cls), 0) >= (per_class if split == "train" else max(1, per_class // 5)):
-                continue
-            taken[(split, cls)] = taken.get((split, cls), 0) + 1
-            img = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
-            if img.shape != (32, 32, 3):
-                raise SystemExit(f"error: {jpegs}: {m.name} is {img.shape[1]}x{img.shape[0]}, not CIFAR's 32x32")
-            splits[split].append((img.transpose(2, 0, 1).reshape(-1), classes.index(cls)))
+    taken: dict[tuple, int] = {}
+    for name in sorted(files):
+        split, cls = name.split("/")[-3], name.split("/")[-2]
+        if per_class and taken.get((split, cls), 0) >= (per_class if split == "train" else max(1, per_class // 5)):
+            continue
+        taken[(split, cls)] = taken.get((split, cls), 0) + 1
+        img = np.asarray(Image.open(io.BytesIO(files[name])).convert("RGB"))
+        if img.shape != (32, 32, 3):
+            raise SystemExit(f"error: {jpegs}: {name} is {img.shape[1]}x{img.shape[0]}, not CIFAR's 32x32")
+        splits[split].append((img.transpose(2, 0, 1).reshape(-1), classes.index(cls)))
     members = {}
     train = splits["train"]
     for b in range(5):   # CIFAR's row layout: R plane, G plane, B plane
