@@ -49,12 +49,13 @@ def commands(config: Path, prepared: Path, stats: Path, folder: Path, experiment
              *_files(evaluate.ROW, folder), "--log", str(logs / "evaluate.log")]]
 
 
-def _run(cmd: list[str]) -> None:
+def _run(cmd: list[str], config: dict) -> None:
     proc = subprocess.Popen(cmd)
-    with stage.on_signal(proc.kill):
+    with stage.on_signal(proc.kill):     # a stopped job stops its run too
         code = proc.wait()
     if code != 0:
-        raise stage.PipelineError(f"{' '.join(cmd[2:4])} of a replicate failed (exit {code}); its error is above")
+        raise stage.PipelineError(f"replicate {config['replicate']} of {config['name']}: {cmd[2]} failed (exit {code}); "
+                                  f"its error is above and in {cmd[-1]}; the runs finished so far are kept")
 
 
 def replicate(runs: list[dict], prepared: Path, stats: Path, out: Path, experiments: Path,
@@ -76,7 +77,7 @@ def replicate(runs: list[dict], prepared: Path, stats: Path, out: Path, experime
         stage.log.info("replicate %s of %s: seed %s", config["replicate"], config["name"], config["seed"])
         run_logs = logs / str(config["replicate"]) if logs else folder / ".logs"
         for cmd in commands(folder / "config.json", prepared, stats, folder, experiments, run_logs):
-            _run(cmd)
+            _run(cmd, config)
         (folder / DONE).write_text(key)
     with stage.atomic_path(out) as tmp:
         tmp.mkdir()
