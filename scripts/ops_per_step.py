@@ -7,7 +7,9 @@ Each experiment of studies/seed.yaml (and cifar10_local's) is resolved with this
 params (smoke sizes off), then one training step of the engine in --code (default: this checkout)
 runs on random images of its data set's shape, under a TorchDispatchMode that counts every ATen
 operator dispatched: forward, backward, optimizer and the batch's augmentation, each of which is
-one or more kernel launches on a GPU. The step is counted as the difference between a 2-step and a
+one or more kernel launches on a GPU. The optimizer is counted as CUDA runs it (torch's default
+there: the multi-tensor `foreach` update, a few launches for all the tensors; the CPU's default
+loops over them one by one). The step is counted as the difference between a 2-step and a
 1-step epoch (so the epoch's own start and end are not in it). On the CPU with fp32, so autocast's
 casts (CUDA, bf16) are not in the count. ImageNet weights are not needed: the same model with
 random weights dispatches the same operators; nor the real batch: every operator works on the whole
@@ -51,7 +53,7 @@ def configs() -> dict[str, tuple[dict, dict]]:
     return out
 
 
-def count_step(config: dict, meta: dict) -> tuple[int, Counter]:
+def count_step(config: dict, meta: dict) -> tuple[int, int, Counter]:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from pipeline import data, engine, recipes
@@ -59,10 +61,11 @@ def count_step(config: dict, meta: dict) -> tuple[int, Counter]:
     class Count(TorchDispatchMode):
         def __init__(self):
             super().__init__()
-            self.ops = Counter()
+            self.ops, self.views = Counter(), Counter()
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             self.ops[func.overloadpacket.__name__] += 1
+            self.views[func.overloadpacket.__name__] += func.is_view
             return func(*args, **(kwargs or {}))
 
     device = torch.device("cpu")
@@ -70,6 +73,8 @@ def count_step(config: dict, meta: dict) -> tuple[int, Counter]:
     stats = {"mean": [0.5] * 3, "std": [0.25] * 3}
     model, nhwc, precision = engine._model_on(device, config, meta, stats, None)
     optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    for group in optimizer.param_groups:   # as on CUDA, where torch defaults to the multi-tensor (foreach)
+        group["foreach"] = True            # update; on the CPU it would loop over the tensors one by one
     loss_fn = recipes.make_loss(config)
     size, b = meta["image_size"][0], COUNT_BATCH
     config = {**config, "batch_size": b}
@@ -82,9 +87,16 @@ def count_step(config: dict, meta: dict) -> tuple[int, Counter]:
         with Count() as counter:
             engine.run_epoch(model, split, loss_fn, optimizer, config, torch.Generator().manual_seed(1),
                              torch.Generator().manual_seed(2), "count", precision, nhwc)
-        counts.append(counter.ops)
-    per_step = counts[1] - counts[0]
-    return sum(per_step.values()), per_step
+        counts.append((counter.ops, counter.views))
+    per_step, views = counts[1][0] - counts[0][0], counts[1][1] - counts[0][1]
+    return sum(per_step.values()), sum(views.values()), per_step
+
+
+def revision(code: Path) -> str:
+    """The commit of the checkout counted (its folder where it is not a git checkout)."""
+    import subprocess
+    proc = subprocess.run(["git", "-C", str(code), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else str(code)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -99,13 +111,14 @@ def main(argv: list[str] | None = None) -> dict:
     for name, (config, meta) in todo.items():
         if args.only and name not in args.only:
             continue
-        n, ops = count_step(config, meta)
-        result[name] = {"ops_per_step": n, "batch": config["batch_size"], "top": dict(ops.most_common(5))}
-        print(f"{name:28s} {n:6d} ops/step  (batch {config['batch_size']}; {', '.join(f'{k} {v}' for k, v in ops.most_common(4))})",
-              flush=True)
+        n, views, ops = count_step(config, meta)
+        result[name] = {"ops_per_step": n, "launching": n - views, "views": views, "batch": config["batch_size"],
+                        "top": dict(ops.most_common(5))}
+        print(f"{name:28s} {n:6d} ops/step, {n - views:5d} launching  (batch {config['batch_size']}; "
+              f"{', '.join(f'{k} {v}' for k, v in ops.most_common(4))})", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"code": str(args.code), "experiments": result}, indent=1) + "\n")
+        args.out.write_text(json.dumps({"code": revision(args.code), "experiments": result}, indent=1) + "\n")
     return result
 
 

@@ -1,0 +1,17 @@
+"""scripts/ops_per_step.py: the operator counts the README quotes, on two seed experiments."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+import ops_per_step  # noqa: E402
+
+
+def test_a_step_is_counted_with_its_views_apart_and_augmentation_adds_launches():
+    counts = ops_per_step.main(["--only", "basenet", "basenet_aug"])
+    plain, aug = counts["basenet"], counts["basenet_aug"]
+    for c in (plain, aug):
+        assert c["launching"] + c["views"] == c["ops_per_step"] and 0 < c["views"] < c["ops_per_step"]
+    # the same net and optimizer: the augmentation (crop, flips, jitter, grayscale) is the difference
+    assert aug["launching"] > plain["launching"] + 50
+    # the multi-tensor update: a handful of launches for all of basenet's tensors, not a few per tensor
+    assert plain["top"].get("add_", 0) < 10
