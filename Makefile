@@ -1,12 +1,13 @@
 # The two set-up commands of the README:
 #   make demo   install, then run the whole pipeline on the bundled digits data -> results/report.html
 #   make test   install, then run the test suite
+# While working: make check, the fast tier (every test but the end-to-end runs of the tools).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install demo test repro bench gpu-check clean
+.PHONY: install demo test check repro bench gpu-check clean
 install: $(VENV)/.installed
 $(VENV)/.installed: envs/requirements.txt envs/constraints.txt scripts/dvc_plots_template.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +22,11 @@ demo: install          ## Snakemake, with profiles/default (4 cores, gpu=1)
 repro: install         ## the same pipeline with DVC
 	dvc repro
 
-test: install
-	$(BIN)/python -m pytest
+test: install          ## the whole suite; the 15 slowest tests listed at the end (where CI's time goes)
+	$(BIN)/python -m pytest --durations=15
+
+check: install         ## the fast tier, to run while working: no test that runs a whole pipeline
+	$(BIN)/python -m pytest -m "not integration"
 
 bench: install         ## wall times of the demo and of no-op reruns with each tool
 	$(BIN)/python scripts/bench_pipeline.py

@@ -186,6 +186,11 @@ def engine_data(archive: Path, work: Path) -> tuple[dict, Path, dict, float]:
     return source, work / "prepared", stats, time.perf_counter() - start
 
 
+def sig(x: float, digits: int) -> float:
+    """x rounded to `digits` significant figures (monotone: a <= b gives sig(a) <= sig(b))."""
+    return float(f"{x:.{digits}g}")
+
+
 def measure(case: str, defaults: dict, meta: dict, seeds_data, prepared: Path, stats: dict, prepare_s: float,
             device, steps: int, warmup: int, batch_divisor: int = 1) -> dict:
     c = CASES[case]
@@ -199,14 +204,17 @@ def measure(case: str, defaults: dict, meta: dict, seeds_data, prepared: Path, s
             for p in ("fp32", "bf16", "auto")}
     epoch_images = meta["counts"]["train"]
     amortised = epoch_images / (epoch_images / ours["auto"][0] + prepare_s / c["epochs"])
+    # Throughputs to 4 significant figures (at a tiny scale they are well under 1 image/s) and the
+    # ratios from those recorded figures, to 3: a reader's own division gives the ratio shown.
+    seeds_rec, rec = sig(seeds, 4), {p: sig(v[0], 4) for p, v in ours.items()}
     row = {"case": case, "batch": batch, "seeds_workers": c["workers"], "epochs": c["epochs"],
-           "seeds_images_s": round(seeds, 1),
-           **{f"engine_{p}_images_s": round(v[0], 1) for p, v in ours.items()},
+           "seeds_images_s": seeds_rec,
+           **{f"engine_{p}_images_s": v for p, v in rec.items()},
            "engine_auto_tflops": round(ours["auto"][1], 3),
-           "ratio_data_path": round(ours["fp32"][0] / seeds, 2),
-           "ratio_precision": round(ours["bf16"][0] / ours["fp32"][0], 2),
-           "ratio_total": round(ours["auto"][0] / seeds, 2),
-           "ratio_total_with_prepare": round(amortised / seeds, 2)}
+           "ratio_data_path": sig(rec["fp32"] / seeds_rec, 3),
+           "ratio_precision": sig(rec["bf16"] / rec["fp32"], 3),
+           "ratio_total": sig(rec["auto"] / seeds_rec, 3),
+           "ratio_total_with_prepare": sig(sig(amortised, 4) / seeds_rec, 3)}
     print(f"{case:14s} seeds {seeds:8.1f} img/s | engine fp32 {ours['fp32'][0]:8.1f}  bf16 {ours['bf16'][0]:8.1f}  "
           f"auto {ours['auto'][0]:8.1f} | data path {row['ratio_data_path']}x  precision {row['ratio_precision']}x  "
           f"total {row['ratio_total']}x ({row['ratio_total_with_prepare']}x with prepare)", flush=True)

@@ -53,6 +53,30 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return p
 
 
+def processes_of(pid: int) -> list[int]:
+    """Every live process whose parent chain reaches `pid` (its workers, theirs, ...), whichever of
+    their threads started them (Snakemake starts jobs from a thread pool)."""
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = []
+        for children in Path(f"/proc/{p}/task").glob("*/children"):
+            try:
+                kids += [int(c) for c in children.read_text().split()]
+            except OSError:   # the thread or process ended meanwhile
+                pass
+        found += kids
+        todo += kids
+    return found
+
+
+def command_line(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return []
+
+
 def pytest_collection_modifyitems(items):
     """The minutes-long end-to-end scenarios first: with `-n 2 --dist loadgroup` each is its own
     work unit and the first units go one to each worker, so each scenario gets a core of its own

@@ -38,10 +38,11 @@ def test_the_gpu_check_runs_every_part_at_a_tiny_scale_on_the_cpu(tmp_path):
 
     bench = {row["case"]: row for row in parts["bench"]["results"]}
     assert set(bench) == {"cifarnet_best", "resnet18_224"}
-    for row in bench.values():   # the ratios are what the throughputs say (those rounded to 0.1 image/s)
+    for row in bench.values():   # the ratios are the recorded throughputs' quotients, to 3 significant figures
         assert min(row["seeds_images_s"], row["engine_fp32_images_s"], row["engine_bf16_images_s"]) > 0
-        assert row["ratio_data_path"] == pytest.approx(row["engine_fp32_images_s"] / row["seeds_images_s"], rel=0.03)
-        assert row["ratio_precision"] == pytest.approx(row["engine_bf16_images_s"] / row["engine_fp32_images_s"], rel=0.03)
+        assert row["ratio_data_path"] == pytest.approx(row["engine_fp32_images_s"] / row["seeds_images_s"], rel=5e-3)
+        assert row["ratio_precision"] == pytest.approx(row["engine_bf16_images_s"] / row["engine_fp32_images_s"], rel=5e-3)
+        assert row["ratio_total"] == pytest.approx(row["engine_auto_images_s"] / row["seeds_images_s"], rel=5e-3)
         assert row["ratio_total_with_prepare"] <= row["ratio_total"]
     assert parts["bench"]["train_images"] == 200 and parts["bench"]["engine_prepare_s"] > 0
 

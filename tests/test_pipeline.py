@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import run, tool_env
+from conftest import command_line, processes_of, run, tool_env
 
 pytestmark = pytest.mark.integration
 DATA_STAGES = ("download", "prepare", "stats")
@@ -522,7 +524,6 @@ def test_the_tools_never_run_at_once(project, demo):
     either tool retrains the edited experiment."""
     env = tool_env()
     exp = "digits_lenet_adam"
-    log = project / f"logs/train/{exp}.log"
     target = f"results/experiments/{exp}/train.json"     # one training job is enough
     for first, second, expected, after in (
             (["dvc", "repro", f"train@{exp}"], ["snakemake", "--cores", "1"], "DVC is running",
@@ -530,18 +531,20 @@ def test_the_tools_never_run_at_once(project, demo):
             (["snakemake", "--cores", "1", target], ["dvc", "status"], "Unable to acquire lock",
              ["dvc", "repro", f"train@{exp}"])):
         subprocess.run(["rm", "-rf", str(project / "logs"), str(project / "results")])
-
-        def long_run(d):   # long enough (~15 s) for every command below to meet it running
-            d["experiments"][exp].update(lr=0.003, epochs=300)
-        edit_params(project, long_run)
+        edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.003))
         first_out = project / "first.out"
         with open(first_out, "w") as f:
             p = subprocess.Popen(first, cwd=project, env=env, stdout=f, stderr=subprocess.STDOUT)
+        job = None
         try:
-            deadline = time.monotonic() + 300          # until the first tool is inside a training job
-            while not log.exists() and p.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert log.exists(), f"{first} ended before training:\n{first_out.read_text()[-3000:]}"
+            # The first tool's training job is paused (SIGSTOP) once it has begun, so every command
+            # below meets the first tool running, however fast or busy the machine is.
+            deadline = time.monotonic() + 300
+            while job is None and p.poll() is None and time.monotonic() < deadline:
+                job = next((pid for pid in processes_of(p.pid) if "pipeline.train" in command_line(pid)), None)
+                time.sleep(0.05)
+            assert job, f"{first} ended before training:\n{first_out.read_text()[-3000:]}"
+            os.kill(job, signal.SIGSTOP)
             other = run(second, cwd=project, check=False)
             assert other.returncode != 0 and expected in other.stdout + other.stderr
             configs = config_files(project)
@@ -552,6 +555,8 @@ def test_the_tools_never_run_at_once(project, demo):
                 assert refused.returncode != 0, refused.stdout + refused.stderr
                 assert config_files(project) == configs, cmd
         finally:
+            if job:
+                os.kill(job, signal.SIGCONT)
             p.wait(timeout=600)
         assert p.returncode == 0, first_out.read_text()[-3000:]
         trained_with = json.loads((project / f"results/experiments/{exp}/run.json").read_text())["config"]["lr"]
