@@ -191,7 +191,8 @@ SMOKE = {"epochs": 1,             # each experiment trains one epoch
          "input_size": 64,        # at most: the smallest input every seed model takes (tinynet_deeper's
                                   # six 2x2 pools need 64); the seeds' 128 and 224 px shrink to it
          "image_size": 64,        # at most, where a data set sets one (CUB's 256)
-         "train_per_class": 4,    # at most, per data set
+         "train_per_class": 2,    # at most, per data set: no batch of the seed recipes is then a
+                                  # lone image (BatchNorm trains on 2 or more)
          "test_per_class": 2,
          "replicates": 2}         # at most: one further run keeps the replicate stage's path
 

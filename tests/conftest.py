@@ -78,7 +78,21 @@ def command_line(pid: int) -> list[str]:
 
 
 def pytest_collection_modifyitems(items):
-    """The minutes-long end-to-end scenarios first: with `-n 2 --dist loadgroup` each is its own
-    work unit and the first units go one to each worker, so each scenario gets a core of its own
-    and the quick tests fill in around them."""
-    items.sort(key=lambda item: item.get_closest_marker("integration") is None)
+    """The order in which xdist hands out work units (pytest.ini: `-n 2 --dist loadgroup
+    --no-loadscope-reorder`; a group's tests are one unit, any other test is one). A worker is sent
+    its next unit while it still runs one, and keeps it: a scenario sent behind the seed study's
+    smoke run (the longest test by far) would wait minutes for it while the other worker idles. So
+    the smoke run comes first, then two quick tests (the one unit queued behind it, and the other
+    worker's first), then the other end-to-end scenarios, each to whichever worker frees up first,
+    and the quick tests last, to even out the end."""
+    def rank(item) -> int:
+        if item.get_closest_marker("integration") is None:
+            return 2
+        return 0 if item.module.__name__ == "test_seed_smoke" else 1
+    items.sort(key=rank)
+    quick = [i for i, item in enumerate(items) if rank(item) == 2 and item.get_closest_marker("xdist_group") is None]
+    fillers = [items[i] for i in quick[:2]]
+    for item in fillers:
+        items.remove(item)
+    first = sum(rank(item) == 0 for item in items)
+    items[first:first] = fillers

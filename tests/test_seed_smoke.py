@@ -87,4 +87,4 @@ def test_smoke_changes_sizes_only():
         small, big = P.dataset_config(params, name), P.dataset_config(full, name)
         assert {k for k in {*big, *small} if small.get(k) != big.get(k)} <= \
             {"image_size", "train_per_class", "test_per_class"}, name
-        assert small["train_per_class"] <= 4 and small["test_per_class"] <= 2
+        assert small["train_per_class"] <= 2 and small["test_per_class"] <= 2
