@@ -8,6 +8,7 @@ Used by tests/test_seed_smoke.py and scripts/gpu_check.py (which runs it on CUDA
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,12 +47,17 @@ def stand_in_weights(torch_home: Path, archs: set[str]) -> None:
     import torchvision
     from pipeline.models import tv_resnet
     for arch in sorted(archs):
-        env_home = torch.hub.get_dir()
-        torch.hub.set_dir(str(torch_home / "hub"))
+        # TORCH_HOME for this look-up only: torch.hub.set_dir would stay in force for the rest of
+        # the process (a test worker's later tests included), whatever TORCH_HOME they set
+        before = os.environ.get("TORCH_HOME")
+        os.environ["TORCH_HOME"] = str(torch_home)
         try:
             _, path = tv_resnet.weights_file(arch)
         finally:
-            torch.hub.set_dir(env_home)
+            if before is None:
+                os.environ.pop("TORCH_HOME")
+            else:
+                os.environ["TORCH_HOME"] = before
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(torchvision.models.get_model(arch, weights=None).state_dict(), path)
 

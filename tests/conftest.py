@@ -77,6 +77,33 @@ def command_line(pid: int) -> list[str]:
         return []
 
 
+def _xdist_group(nodeid: str) -> str | None:
+    """The `xdist_group` mark of a test, read from its module (the controller collects no items)."""
+    import importlib
+    path, _, name = nodeid.partition("::")
+    module = importlib.import_module(Path(path).stem)
+    marks = []
+    for holder in (module, getattr(module, name.split("[")[0], None)):
+        found = getattr(holder, "pytestmark", [])           # a list, or one mark (`pytestmark = ...`)
+        marks += found if isinstance(found, list) else [found]
+    return next((m.args[0] for m in marks if m.name == "xdist_group"), None)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup` as xdist documents it: tests of one `xdist_group` are one work unit, run
+    on one worker (so they share its module fixtures). xdist 3.8 names a unit by suffixing the
+    group to the test's nodeid, which pytest 9.2 no longer lets it change: every test ends up a
+    unit of its own. Here the controller reads the group from the test's mark instead."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            group = _xdist_group(nodeid)
+            return f"group {group}" if group else nodeid
+    return LoadGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(items):
     """The order in which xdist hands out work units (pytest.ini: `-n 2 --dist loadgroup
     --no-loadscope-reorder`; a group's tests are one unit, any other test is one). A worker is sent

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import command_line, processes_of, run, tool_env
+from conftest import command_line, copy_project, processes_of, run, tool_env
 
 pytestmark = pytest.mark.integration
 DATA_STAGES = ("download", "prepare", "stats")
@@ -105,14 +105,48 @@ def trim_for_tests(doc) -> None:
                                      "lr": 0.1}
 
 
-@pytest.fixture
-def demo(project: Path) -> dict:
-    """The copy's experiments, split into those inheriting the global lr and the rest."""
+def set_up_demo(project: Path) -> dict:
+    """Trim the copy for the tests and commit; its experiments, split into those inheriting the
+    global lr and the rest."""
     edit_params(project, trim_for_tests)
     run(["git", "commit", "-qam", "test setup"], cwd=project)
     exps = yaml.load(project / "params.yaml")["experiments"]
     return {"all": set(exps), "inherit_lr": {e for e, v in exps.items() if "lr" not in v},
             "on_alt": {e for e, v in exps.items() if v["dataset"] == "digits_alt"}}
+
+
+@pytest.fixture
+def demo(project: Path) -> dict:
+    return set_up_demo(project)
+
+
+# The trimmed demo built once per test module and worker by each tool, for the scenarios that start
+# from a finished workspace (those sharing one are in one xdist group, so on one worker). Each test
+# gets a `cp -a` copy: the same bytes and mtimes, the tools' own records (.snakemake/, dvc.lock,
+# .dvc/cache with its run-cache) and git history; only the path differs, which neither tool records
+# (DVC keeps its hash state per repository path, and rehashes a new one).
+
+def _build(tmp_path_factory, tool: list[str]) -> tuple[Path, dict, str]:
+    project = copy_project(tmp_path_factory.mktemp(f"built_by_{tool[0]}") / "project")
+    demo = set_up_demo(project)
+    p = run(tool, cwd=project)
+    return project, demo, p.stdout + p.stderr
+
+
+@pytest.fixture(scope="module")
+def snakemake_built(tmp_path_factory) -> tuple[Path, dict, str]:
+    return _build(tmp_path_factory, ["snakemake", "--cores", "2"])
+
+
+@pytest.fixture(scope="module")
+def dvc_built(tmp_path_factory) -> tuple[Path, dict, str]:
+    return _build(tmp_path_factory, ["dvc", "repro"])
+
+
+def copy_of(built: tuple[Path, dict, str], tmp_path: Path) -> tuple[Path, dict, str]:
+    source, demo, output = built
+    subprocess.run(["cp", "-a", str(source), str(tmp_path / "project")], check=True)
+    return tmp_path / "project", demo, output
 
 
 def assert_reran_for_global_lr(jobs: set[str], demo: dict) -> None:
@@ -139,16 +173,16 @@ def models(project: Path) -> dict[str, str]:
 # ---- Snakemake ---------------------------------------------------------------------------------
 
 @pytest.mark.xdist_group("snakemake")
-def test_snakemake_reruns_exactly_what_changed(project, demo):
-    _, out = snakemake(project, "--lint")
-    assert "Congratulations, your workflow is in a good condition" in out
-
-    jobs, out = snakemake(project)
+def test_snakemake_reruns_exactly_what_changed(snakemake_built, tmp_path):
+    project, demo, out = copy_of(snakemake_built, tmp_path)
+    jobs = snakemake_jobs(out)                                  # the build's own jobs
     assert by_stage(jobs, "train") == demo["all"] and by_stage(jobs, "evaluate") == demo["all"]
     assert {"download@digits", "prepare@digits", "stats@digits", "report"} <= jobs
     assert "configure" not in {j.split("@")[0] for j in jobs}      # done at parse time
-    jobs, out = snakemake(project)
+    jobs, out = snakemake(project)                                  # (the copy is a finished workspace too)
     assert jobs == set() and "Nothing to be done" in out
+    _, out = snakemake(project, "--lint")
+    assert "Congratulations, your workflow is in a good condition" in out
 
     # the global lr, typed the way ML people write it (YAML 1.2 reads 1e-2 as a number)
     text = (project / "params.yaml").read_text()
@@ -207,9 +241,9 @@ def commit(project: Path, message: str) -> str:
 
 
 @pytest.mark.xdist_group("dvc")
-def test_dvc_run_cache_experiments_and_overrides(project, demo):
-    ran, out = dvc(project, "repro")
-    assert by_stage(ran, "train") == demo["all"]
+def test_dvc_run_cache_experiments_and_overrides(dvc_built, tmp_path):
+    project, demo, out = copy_of(dvc_built, tmp_path)
+    assert by_stage(dvc_ran(out), "train") == demo["all"]      # the build's own stages
     commit(project, "first results")
     with open(project / "pipeline/wiring.py", "a") as f:   # the tools' wiring is no stage's code
         f.write("# a note on the stage table\n")
@@ -332,9 +366,9 @@ def wait_for_queue(project: Path, n: int, limit_s: float = 600) -> str:
     raise AssertionError(f"queue not done after {limit_s} s:\n{status}")
 
 
-@pytest.mark.xdist_group("dvc_queue")
-def test_dvc_queue_push_pull_and_checkout(project, demo, tmp_path):
-    dvc(project, "repro")
+@pytest.mark.xdist_group("dvc")
+def test_dvc_queue_push_pull_and_checkout(dvc_built, tmp_path):
+    project, demo, _ = copy_of(dvc_built, tmp_path)
     first = commit(project, "results at lr 0.05")
     first_outputs = outputs(project)
 
@@ -424,9 +458,9 @@ def test_an_edit_inside_an_image_folder_reruns_that_data_sets_chain_under_both_t
 # ---- both tools in one workspace -------------------------------------------------------------
 
 @pytest.mark.xdist_group("snakemake")
-def test_handing_the_workspace_between_the_tools(project, demo):
+def test_handing_the_workspace_between_the_tools(snakemake_built, tmp_path):
     # Snakemake built it and recorded its outputs in DVC by itself (onsuccess): DVC trains nothing
-    _, out = snakemake(project)
+    project, demo, _ = copy_of(snakemake_built, tmp_path)
     built = outputs(project)
     ran, out = dvc(project, "repro")
     assert ran == set() and "Data and pipelines are up to date" in out
@@ -569,7 +603,7 @@ def test_the_tools_never_run_at_once(project, demo):
 
 # ---- a failed experiment ------------------------------------------------------------------------
 
-@pytest.mark.xdist_group("dvc_queue")
+@pytest.mark.xdist_group("failure")
 def test_the_report_shows_a_diverged_experiment_under_both_tools(project):
     def setup(doc, lr):
         doc["epochs"] = 1
