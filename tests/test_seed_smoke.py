@@ -21,7 +21,7 @@ from conftest import ROOT, copy_project, tool_env, unit_params
 from pipeline import params as P
 
 sys.path.insert(0, str(ROOT / "scripts"))
-from smoke_workspace import seed_smoke  # noqa: E402
+from smoke_workspace import edit_params, seed_smoke  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,13 @@ def smoke_run(tmp_path_factory) -> tuple[Path, dict, subprocess.CompletedProcess
     project = copy_project(root / "project")
     env = {**tool_env(), "TORCH_HOME": str(root / "torch")}
     params = seed_smoke(project, root, env)
-    run = subprocess.run(["snakemake", "--cores", "2", "--keep-going"], cwd=project, env=env, capture_output=True, text=True)
+    # One torch thread a job and two jobs at once (no GPU here: `gpu` only caps concurrency), not
+    # one job on two threads: the smoke jobs are mostly process start-up, which threads do not
+    # share, and an OpenMP thread spinning on a core the other test worker needs wastes it.
+    edit_params(project, lambda doc: doc.__setitem__("threads", 1))
+    params["threads"] = 1
+    run = subprocess.run(["snakemake", "--cores", "2", "--resources", "gpu=2", "--keep-going"], cwd=project, env=env,
+                         capture_output=True, text=True)
     return project, params, run
 
 
