@@ -94,7 +94,10 @@ def pytest_xdist_make_scheduler(config, log):
     """`--dist loadgroup` as xdist documents it: tests of one `xdist_group` are one work unit, run
     on one worker (so they share its module fixtures). xdist 3.8 names a unit by suffixing the
     group to the test's nodeid, which pytest 9.2 no longer lets it change: every test ends up a
-    unit of its own. Here the controller reads the group from the test's mark instead."""
+    unit of its own. Here the controller reads the group from the test's mark instead. Any other
+    `--dist` a user asks for is xdist's own."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class LoadGroupScheduling(LoadScopeScheduling):
