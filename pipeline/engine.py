@@ -149,14 +149,18 @@ class Diverged(Exception):
         self.step, self.loss = step, loss
 
 
-EXPLODED = 1000.0      # a loss this many times the first step's (and above this value) has diverged
+EXPLODED = 1000.0      # a loss this many times the run's first (and above this value) has diverged
 CHECK_EVERY = 50       # steps between the only host reads of an epoch, to stop a diverged run early
 
 
 def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator, desc,
               precision=contextlib.nullcontext(), nhwc: bool = False,
-              ranks: distributed.Ranks = distributed.Ranks()) -> tuple[float, float]:
+              ranks: distributed.Ranks = distributed.Ranks(), loss_limit: float | None = None) -> tuple[float, float]:
     """One pass of training with per-sample augmentation. Returns (mean loss, accuracy).
+
+    A step whose loss is not finite or above `loss_limit` has diverged. The limit is the run's:
+    fit passes EXPLODED times the first epoch's mean loss (at least 1), so that an explosion spread
+    over epochs (one batch each) is caught too; None, in the first epoch, takes it from its first step.
 
     Under DDP (`ranks`) this rank augments and trains on its slice of each global batch, with the
     augmentation draws the image gets on one device; the epoch's sums (and the divergence check)
@@ -177,7 +181,7 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     correct = torch.zeros((), dtype=torch.int64, device=device)
     bad_step = torch.full((), -1.0, dtype=torch.float64, device=device)   # first diverged step; -1: none
     bad_loss = torch.zeros((), dtype=torch.float64, device=device)
-    limit = None
+    limit = loss_limit
     for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator, drop_last=static), desc=desc,
                                        leave=False, total=-(-seen // batch_size), disable=not ranks.main)):
         n, part = len(y), distributed.part(len(y), ranks)    # this rank's slice of the global batch
@@ -207,6 +211,12 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     if first_bad >= 0:
         raise Diverged(int(first_bad) + 1, first_bad_loss)
     return total / seen, right / seen
+
+
+def _loss_limit(history: list[dict]) -> float | None:
+    """The run's divergence limit once its first epoch is done (the same after a resume: it is
+    read from the history the resume state keeps); None before, for run_epoch to set."""
+    return EXPLODED * max(1.0, abs(history[0]["train_loss"])) if history else None
 
 
 @dataclass(frozen=True)
@@ -279,7 +289,7 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         try:
             train_loss, train_acc = run_epoch(step_model, train, loss_fn, optimizer, config, generator,
                                               aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc,
-                                              ranks)
+                                              ranks, _loss_limit(history))
         except Diverged as e:
             lower = lr / 10 if lr <= 1 else 0.1      # an lr far above any recipe's: a usual value
             raise PipelineError(

@@ -9,6 +9,7 @@ import copy
 import difflib
 import functools
 import json
+import math
 import re
 from pathlib import Path
 
@@ -66,7 +67,20 @@ def _did_you_mean(error: jsonschema.ValidationError) -> str:
     return f" ({'; '.join(hints)})" if hints else ""
 
 
+def _non_finite(node: object, path: tuple = ()) -> tuple | None:
+    """The key path of the first nan or inf (YAML's .nan, .inf), which JSON Schema's `number`
+    accepts and no comparison refuses: nan > 0 and nan <= 0 are both false."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return path
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return next((found for key, child in children if (found := _non_finite(child, (*path, key))) is not None), None)
+
+
 def _schema_check(instance: object, schema: dict, source: str, prefix: str = "") -> None:
+    if (where := _non_finite(instance)) is not None:
+        value = functools.reduce(lambda node, key: node[key], where, instance)
+        raise ParamsError(f"{source}: {prefix}{'.'.join(map(str, where)) or '(top level)'}: {value} is not a "
+                          f"finite number; set a number")
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
     if error is not None:

@@ -53,7 +53,14 @@ def cifar_rows(labels: list[int]) -> np.ndarray:
     return imgs.transpose(0, 3, 1, 2).reshape(len(labels), -1)
 
 
-def cifar10(path: Path, train_per_class=6, test_per_class=2) -> Path:
+def cifar10(path: Path, train_per_class=6, test_per_class=2, replace: dict[str, bytes] | None = None) -> Path:
+    """The archive; `replace` swaps members' bytes (keyed by file name, e.g. "data_batch_1")."""
+    members = cifar10_members(train_per_class, test_per_class)
+    members.update({f"cifar-10-batches-py/{name}": data for name, data in (replace or {}).items()})
+    return write_tar(path / "cifar-10-python.tar.gz", members)
+
+
+def cifar10_members(train_per_class=6, test_per_class=2) -> dict[str, bytes]:
     names = [f"class{c}" for c in range(10)]
     members = {}
     train = [c for c in range(10) for _ in range(train_per_class)]
@@ -69,7 +76,7 @@ def cifar10(path: Path, train_per_class=6, test_per_class=2) -> Path:
     members["cifar-10-batches-py/batches.meta"] = pickle.dumps(
         {"label_names": names, "num_cases_per_batch": 10000, "num_vis": 3072})
     members["cifar-10-batches-py/readme.html"] = b"<html></html>"
-    return write_tar(path / "cifar-10-python.tar.gz", members)
+    return members
 
 
 def cifar100(path: Path, train_per_class=5, test_per_class=1) -> Path:

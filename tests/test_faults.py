@@ -127,6 +127,19 @@ def test_divergence_is_one_line_and_writes_nothing(tmp_path, lr, loss):
     assert not [f for f in OUTPUTS if (tmp_path / "out" / f).exists()]
 
 
+def test_divergence_spread_over_epochs_is_caught(tmp_path):
+    """One batch per epoch: each epoch's first step is its only one, so a limit taken from it
+    would rise with the loss (0.7, then ~1e11, written as a result). The run's limit holds."""
+    prepared = digits_prepared(tmp_path / "prepared")
+    p = start_training(config(lr=1e6, epochs=4, batch_size=4096), prepared, tmp_path / "out")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 1
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: experiment t diverged in epoch 2, step 1: loss "), line
+    assert float(line.split("loss ")[1].split()[0]) > engine.EXPLODED
+    assert not [f for f in OUTPUTS if (tmp_path / "out" / f).exists()]
+
+
 def test_grad_clip_keeps_a_too_high_lr_finite(tmp_path):
     prepared = digits_prepared(tmp_path / "prepared")
     out = tmp_path / "out"

@@ -34,6 +34,10 @@ def first_experiment(p: dict) -> dict:
     (lambda p: p.update(lr=0), "lr: 0 is less than or equal to the minimum of 0"),
     (lambda p: p.update(lr=-0.1), "lr: -0.1 is less than or equal to the minimum of 0"),
     (lambda p: p.update(lr="fast"), "lr: 'fast' is not of type 'number'"),
+    (lambda p: p.update(lr=float("nan")), "lr: nan is not a finite number; set a number"),   # YAML .nan
+    (lambda p: p.update(lr=float("inf")), "lr: inf is not a finite number"),
+    (lambda p: first_experiment(p).update(lr=float("inf")), "experiments.digits_mlp.lr: inf is not a finite number"),
+    (lambda p: p["datasets"]["digits"].update(val_fraction=float("nan")), "datasets.digits.val_fraction: nan is not"),
     (lambda p: p.update(epochs=0), "epochs: 0 is less than the minimum of 1"),
     (lambda p: p.update(batch_size=-4), "batch_size: -4 is less than the minimum of 1"),
     (lambda p: p.update(optimizer="adagrad"), "optimizer: 'adagrad' is not one of"),

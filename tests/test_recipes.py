@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
+import re
 import urllib.error
 
 import numpy as np
@@ -329,12 +332,38 @@ def test_imagenet_weights_from_the_cache_and_a_new_head(tmp_path, monkeypatch):
     fake = models.MODELS["tv_resnet"](3, (32, 32), 1000).state_dict()     # stands in for the real file
     path.parent.mkdir(parents=True)
     torch.save(fake, path)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
-                        lambda url, model_dir, **k: torch.load(f"{model_dir}/{url.rsplit('/', 1)[1]}"))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", None)      # a cached file: no download
     net = models.build({"name": "tv_resnet", "arch": "resnet18"}, 1, (32, 32), 7, weights="imagenet")
     assert torch.equal(net.layer4[1].conv2.weight, fake["layer4.1.conv2.weight"])
     assert torch.equal(net.conv1.weight, fake["conv1.weight"].sum(1, keepdim=True))   # grey input
     assert net.fc.out_features == 7
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (os.system, ("echo ran",))
+
+
+@pytest.mark.parametrize("write, why", [
+    (lambda p: p.write_bytes(bytes(range(256)) * 4), r"UnpicklingError: not a file of tensors"),
+    (lambda p: p.write_bytes(pickle.dumps(_RunsCode(), protocol=2)), r"UnpicklingError: not a file of tensors"),
+    (lambda p: (torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, p),
+                p.write_bytes(p.read_bytes()[:1000])), r"RuntimeError: PytorchStreamReader failed"),
+    (lambda p: torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, p), r"RuntimeError: Error\(s\) in loading"),
+])
+def test_a_damaged_cached_imagenet_weights_file_is_named_with_the_fix(tmp_path, monkeypatch, capfd, write, why):
+    from pipeline.models import tv_resnet
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url, path = tv_resnet.weights_file("resnet18")
+    path.parent.mkdir(parents=True)
+    write(path)
+    with pytest.raises(PipelineError) as e:
+        models.build({"name": "tv_resnet", "arch": "resnet18"}, 3, (32, 32), 10, weights="imagenet")
+    msg = str(e.value)
+    assert re.search(f"{re.escape(str(path))} is damaged or not the resnet18 ImageNet weights \\({why}", msg), msg
+    assert msg.endswith(f"delete it and fetch it again: download {url} (offline, elsewhere) and copy it to {path}")
+    assert "weights_only" not in msg and "\n" not in msg
+    assert "ran" not in capfd.readouterr().out                              # the pickle's call never ran
 
 
 def test_finetune_last_layer_loads_the_parent_body_and_freezes_it(tmp_path):

@@ -2,10 +2,15 @@
 archives in the official layouts; and every bad input refused with a clear error."""
 from __future__ import annotations
 
+import gzip
 import io
 import json
+import os
 import pickle
+import re
+import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import jsonschema
@@ -93,9 +98,39 @@ def test_cifar_pickles_are_checked_before_unpickling(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
     (tmp_path / "raw/cifar-10-batches-py/data_batch_3").write_bytes(pickle.dumps(Evil()))
-    with pytest.raises(PipelineError, match="checksums"):
+    with pytest.raises(PipelineError, match="data_batch_3 does not match its checksum"):
         prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
     assert not marker.exists() and not (tmp_path / "prepared").exists()
+
+
+def test_a_hostile_pickle_in_a_mirror_archive_never_runs(tmp_path):
+    """The mirror override pins the user's own md5, so the checksum passes: the restricted
+    unpickler is what stops `data_batch_1`'s __reduce__ from calling os.system."""
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+    archive = mini.cifar10(tmp_path, replace={"data_batch_1": pickle.dumps(Evil(), protocol=2)})
+    cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    download.download(cfg["source"], tmp_path / "raw")
+    with pytest.raises(PipelineError, match=r"data_batch_1 is not a CIFAR pickle .*(posix|os)\.system"):
+        prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
+    assert not marker.exists() and not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda b: {**b, "data": b["data"].astype(np.int16)}, "'data' is not uint8 rows"),
+    (lambda b: {**b, "labels": b["labels"][:-1]}, "'labels' is not 12 labels in"),
+    (lambda b: {**b, "labels": [10] + b["labels"][1:]}, r"'labels' is not 12 labels in \[0, 10\)"),
+    (lambda b: [b], "holds a list, not a CIFAR dict")])
+def test_a_cifar_batch_of_the_wrong_layout_is_refused(tmp_path, damage, why):
+    batch = pickle.loads(mini.cifar10_members()["cifar-10-batches-py/data_batch_2"])
+    archive = mini.cifar10(tmp_path, replace={"data_batch_2": pickle.dumps(damage(batch))})
+    cfg = dataset({"kind": "cifar10", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    download.download(cfg["source"], tmp_path / "raw")
+    with pytest.raises(PipelineError, match=why):
+        prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
 
 
 def test_tiny_imagenet_miniature(tmp_path):
@@ -290,6 +325,92 @@ def test_truncated_archive_is_refused(tmp_path):
     assert not (tmp_path / "raw").exists()
 
 
+def _damage_header(archive: Path, member: int) -> Path:
+    """The same .tar.gz with one byte of the `member`-th tar header flipped (a valid gzip stream)."""
+    with tarfile.open(archive) as tar:
+        offset = tar.getmembers()[member].offset
+    data = bytearray(gzip.decompress(archive.read_bytes()))
+    data[offset + 10] ^= 0xFF                        # inside the member's name: its checksum fails
+    archive.write_bytes(gzip.compress(bytes(data)))
+    return archive
+
+
+def test_a_damaged_tar_header_after_the_first_member_is_refused_not_taken_as_the_end(tmp_path):
+    """The case from issue 26: tarfile alone stops at the bad header and keeps 4 of 10 classes."""
+    folder = mini.image_folder(tmp_path / "src", {f"c{i}": 20 for i in range(10)})
+    archive = _damage_header(mini.tar_of_folder(folder, tmp_path / "x.tar.gz", "x"), member=80)
+    with tarfile.open(archive) as tar:
+        assert len(tar.getmembers()) == 80            # what was silently kept before
+    with pytest.raises(PipelineError, match=r"corrupt or truncated archive .*damaged tar header"):
+        download.download({"kind": "folder", "path": str(archive)}, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_the_download_stage_refuses_a_damaged_header_in_one_line(tmp_path):
+    """The stage's command line, as both tools run it: exit 1, one line, no raw folder."""
+    from conftest import ROOT, run
+    folder = mini.image_folder(tmp_path / "src", {"a": 6, "b": 6, "c": 6})
+    archive = _damage_header(mini.tar_of_folder(folder, tmp_path / "x.tar.gz", "x"), member=10)
+    (tmp_path / "source.json").write_text(json.dumps({"kind": "folder", "path": str(archive)}))
+    r = run([sys.executable, "-m", "pipeline.download", "--config", str(tmp_path / "source.json"),
+             "--source", str(archive), "--out", str(tmp_path / "raw")], ROOT, check=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: corrupt or truncated archive {archive} (ReadError: damaged tar header (bad checksum): the archive "
+        f"is cut or corrupt there); delete it and fetch it again")
+    assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.parametrize("where", ["gzip CRC-32", "compressed data"])
+def test_a_flipped_byte_in_a_tar_gz_is_refused(tmp_path, where):
+    folder = mini.image_folder(tmp_path / "src", {"a": 6, "b": 6})
+    archive = mini.tar_of_folder(folder, tmp_path / "x.tar.gz", "x")
+    data = bytearray(archive.read_bytes())
+    data[-8 if where == "gzip CRC-32" else len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    with pytest.raises(PipelineError, match="corrupt or truncated archive"):
+        download.download({"kind": "folder", "path": str(archive)}, tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_cub_archive_pinned_by_md5_but_damaged_is_refused(tmp_path):
+    """The md5 matches (the user pinned the damaged file's own), so only reading it whole shows
+    that half the members are missing."""
+    archive = _damage_header(mini.cub200(tmp_path), member=20)
+    cfg = dataset({"kind": "cub200", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    with pytest.raises(PipelineError, match="damaged tar header"):
+        download.download(cfg["source"], tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_a_cub_archive_missing_a_listed_image_is_refused(tmp_path):
+    archive = mini.cub200(tmp_path)
+    with tarfile.open(archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    dropped = next(n for n in members if n.endswith(".jpg"))
+    del members[dropped]
+    mini.write_tar(archive, members)
+    cfg = dataset({"kind": "cub200", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    with pytest.raises(PipelineError, match=r"lacks 1 listed image\(s\), e\.g\. .*" + dropped.split("/")[-1]):
+        download.download(cfg["source"], tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.parametrize("dropped", [f"train/{mini.TINY_WNIDS[1]}/images/{mini.TINY_WNIDS[1]}_2.JPEG",
+                                     "val/images/val_3.JPEG"])
+def test_a_tiny_imagenet_zip_missing_a_listed_image_is_refused(tmp_path, dropped):
+    """Listed in the class's _boxes.txt or in val_annotations.txt, but not in the (pinned) zip."""
+    archive = mini.tiny_imagenet(tmp_path)
+    with zipfile.ZipFile(archive) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    del members[f"tiny-imagenet-200/{dropped}"]
+    mini.write_zip(archive, members)
+    cfg = dataset({"kind": "tiny_imagenet", "archive_dir": str(tmp_path), "md5": mini.md5(archive)})
+    with pytest.raises(PipelineError, match=r"lacks 1 listed image\(s\), e\.g\. .*" + dropped.split("/")[-1]):
+        download.download(cfg["source"], tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
+
+
 def _tar_with(path: Path, info: tarfile.TarInfo, data: bytes = b"x") -> Path:
     with tarfile.open(path, "w") as tar:
         ok = tarfile.TarInfo("a/ok.png")
@@ -360,6 +481,21 @@ def test_bad_image_folders(tmp_path, case, message):
     with pytest.raises(PipelineError, match=message):
         prepare.prepare(cfg, tmp_path / "raw", tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize("link", ["a class folder", "an image"])
+def test_links_in_an_image_folder_are_refused_as_in_an_archive(tmp_path, link):
+    """A class folder linked out of the source said only "holds no images", while a linked image
+    was followed: both are now refused by name, before anything is recorded."""
+    root = mini.image_folder(tmp_path / "photos", {"cat": 4, "dog": 4})
+    elsewhere = mini.image_folder(tmp_path / "elsewhere", {"emu": 4})
+    name = root / "emu" if link == "a class folder" else root / "dog" / "emu.png"
+    name.symlink_to(elsewhere / "emu" if link == "a class folder" else elsewhere / "emu" / "000.png")
+    cfg = _folder_cfg(root)
+    with pytest.raises(PipelineError, match=rf"^{re.escape(str(name))} is a symbolic link \(to {tmp_path}/elsewhere/"
+                                            rf"emu.*\): image folders, like archives, take no links; copy the files in"):
+        download.download(cfg["source"], tmp_path / "raw")
+    assert not (tmp_path / "raw").exists()
 
 
 def test_unreadable_images_fail_by_name_or_are_skipped_and_counted(tmp_path):

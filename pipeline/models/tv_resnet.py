@@ -8,6 +8,7 @@ conv1 whose weights are the RGB weights summed (grey = R = G = B).
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -25,12 +26,24 @@ def weights_file(arch: str) -> tuple[str, Path]:
     return url, Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
-def imagenet_state_dict(arch: str) -> dict:
+def load_imagenet(net: nn.Module, arch: str) -> None:
+    """Load `arch`'s ImageNet weights into net. A cached file is read whole, tensors only; one
+    that cannot be read, or holds other weights, is named with the fix (delete it, fetch it again),
+    never a traceback: torch's own message would even suggest weights_only=False."""
     from pipeline.stage import PipelineError
     url, path = weights_file(arch)
-    try:  # uses the cached file when present, else downloads it there
-        return torch.hub.load_state_dict_from_url(url, model_dir=str(path.parent), map_location="cpu",
-                                                  progress=True, check_hash=True, weights_only=True)
+    fetch = f"delete it and fetch it again: download {url} (offline, elsewhere) and copy it to {path}"
+    if path.is_file():
+        try:
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as e:   # hostile bytes raise what they like: UnpicklingError, RuntimeError, ...
+            why = "not a file of tensors" if isinstance(e, pickle.UnpicklingError) else str(e).split(". ")[0]
+            raise PipelineError(f"pretrained: imagenet: {path} is damaged or not the {arch} ImageNet weights "
+                                f"({type(e).__name__}: {' '.join(why.split())[:200]}); {fetch}") from None
+        return
+    try:  # not cached: downloads it there (torch checks its sha256 against the name)
+        net.load_state_dict(torch.hub.load_state_dict_from_url(
+            url, model_dir=str(path.parent), map_location="cpu", progress=True, check_hash=True, weights_only=True))
     except (OSError, RuntimeError) as e:
         raise PipelineError(
             f"pretrained: imagenet: cannot load the {arch} ImageNet weights {path.name} ({e}); offline, "
@@ -43,7 +56,7 @@ def build(in_channels, image_size, num_classes, arch="resnet18", weights=None) -
     import torchvision
     net = torchvision.models.get_model(arch, weights=None)                 # (B, 3, H, W) -> (B, 1000)
     if weights == "imagenet":
-        net.load_state_dict(imagenet_state_dict(arch))
+        load_imagenet(net, arch)
     if in_channels != 3:
         rgb = net.conv1.weight.detach()                                     # (64, 3, 7, 7)
         net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)

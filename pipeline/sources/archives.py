@@ -10,13 +10,17 @@ A user's own mirror with different bytes sets `source.md5` (and `source.url`) ex
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import lzma
 import os
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 from tqdm import tqdm
 
@@ -110,6 +114,35 @@ def _download(archive: Archive, folder: Path) -> None:
         os.replace(Path(tmp) / archive.filename, folder / archive.filename)
 
 
+class _StrictHeader(tarfile.TarInfo):
+    """A tar header that is damaged, cut short or missing is an error wherever it is: tarfile
+    takes one after the first member for the end of the archive, silently dropping every member
+    after it. Only a block of zeros (EOFHeaderError) ends the archive."""
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except tarfile.EOFHeaderError:
+            raise
+        except tarfile.HeaderError as e:   # bad checksum, truncated block, no end-of-archive marker
+            raise tarfile.ReadError(f"damaged tar header ({e}): the archive is cut or corrupt there") from None
+
+
+@contextlib.contextmanager
+def read_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """A (compressed) tar opened for reading every member in order. Once the block is done with
+    it, the stream is read to its end: nothing but zeros may follow the end-of-archive marker, and
+    the decompressor checks its own checksums there (gzip's CRC-32 and length, bzip2's and xz's
+    checks), which catch a flipped byte in the compressed data."""
+    with tarfile.open(path, tarinfo=_StrictHeader) as tar:
+        yield tar
+        tar.getmembers()                      # (the block may have stopped iterating early)
+        while chunk := tar.fileobj.read(1 << 20):
+            if chunk.strip(b"\0"):
+                raise tarfile.ReadError("data after the end-of-archive marker (two archives joined?)")
+
+
 def extract(path: Path, dest: Path) -> None:
     """Extract a .tar[.gz|.bz2|.xz]/.tgz or .zip into dest, refusing members that escape it."""
     _guarded(path, lambda: _extract_zip(path, dest) if zipfile.is_zipfile(path) else _extract_tar(path, dest))
@@ -121,7 +154,7 @@ def _guarded(path: Path, work) -> None:
         work()
     except PipelineError:
         raise
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error, lzma.LZMAError) as e:
         why = " ".join(str(e).split())   # tarfile lists every method it tried, one per line
         raise PipelineError(f"corrupt or truncated archive {path} ({type(e).__name__}: {why}); "
                             f"delete it and fetch it again") from None
@@ -131,7 +164,7 @@ def repack_tar(path: Path, dest: Path) -> None:
     """Copy the safe members of a (compressed) tar into an uncompressed tar, where every image can
     be read at its offset by any worker: one file instead of thousands, decompressed once."""
     def work():
-        with tarfile.open(path) as src, tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
+        with read_tar(path) as src, tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
             for member in tqdm(src, desc=f"unpack {path.name}", unit="file", mininterval=1):
                 _check_tar_member(path, member, dest.parent)
                 out.addfile(member, src.extractfile(member) if member.isfile() else None)
@@ -174,7 +207,7 @@ def _check_tar_member(path: Path, member: tarfile.TarInfo, dest: Path) -> None:
 
 
 def _extract_tar(path: Path, dest: Path) -> None:
-    with tarfile.open(path) as tar:
+    with read_tar(path) as tar:
         for member in tqdm(tar, desc=f"extract {path.name}", unit="file", mininterval=1):
             _check_tar_member(path, member, dest)
             tar.extract(member, dest, filter="data")
@@ -203,8 +236,9 @@ class Members:
     without extracting thousands of files.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, label: str | Path | None = None):
         self.path = Path(path)
+        self.label = label or self.path       # the archive the messages name
         self.is_zip = zipfile.is_zipfile(self.path)
         if self.is_zip:
             with zipfile.ZipFile(self.path) as zf:
@@ -218,7 +252,7 @@ class Members:
 
     def read_text(self, name: str) -> str:
         if name not in self.index:
-            raise PipelineError(f"{self.path} has no member {name}: not the expected archive; fetch it again")
+            raise PipelineError(f"{self.label} has no member {name}: not the expected archive; fetch it again")
         if self.is_zip:
             with zipfile.ZipFile(self.path) as zf:
                 return zf.read(name).decode()
@@ -231,7 +265,7 @@ class Members:
         """FileLoader keyword arguments to read these members (missing ones are an error)."""
         missing = [n for n in names if n not in self.index]
         if missing:
-            raise PipelineError(f"{self.path} lacks {len(missing)} listed image(s), e.g. {missing[0]}; "
+            raise PipelineError(f"{self.label} lacks {len(missing)} listed image(s), e.g. {missing[0]}; "
                                 f"the archive is incomplete: fetch it again")
         if self.is_zip:
             return {"archive": self.path}

@@ -26,7 +26,9 @@ TAR = "images.tar"
 
 
 def fetch(source: dict, raw_dir: Path) -> None:
-    archives.repack_tar(archives.obtain(ARCHIVE.for_source(source), source), raw_dir / TAR)
+    path = archives.obtain(ARCHIVE.for_source(source), source)
+    archives.repack_tar(path, raw_dir / TAR)
+    _index(archives.Members(raw_dir / TAR, label=path))   # every image its index lists is there, or no download
 
 
 def _table(members: archives.Members, name: str) -> dict[int, str]:
@@ -34,13 +36,21 @@ def _table(members: archives.Members, name: str) -> dict[int, str]:
     return {int(k): v.strip() for k, v in (line.split(maxsplit=1) for line in text.splitlines() if line.strip())}
 
 
-def read(cfg: dict, raw_dir: Path) -> Raw:
-    members = archives.Members(raw_dir / TAR)
+def _index(members: archives.Members) -> tuple[dict[int, str], ...]:
+    """(images, labels, is_train, classes) from the archive's index files, which must agree with
+    each other and with the images the archive holds."""
     images, labels = _table(members, "images.txt"), _table(members, "image_class_labels.txt")
     is_train, classes = _table(members, "train_test_split.txt"), _table(members, "classes.txt")
     if not images.keys() == labels.keys() == is_train.keys():
-        raise PipelineError(f"{raw_dir / TAR}: images.txt, image_class_labels.txt and train_test_split.txt "
+        raise PipelineError(f"{members.label}: images.txt, image_class_labels.txt and train_test_split.txt "
                             f"list different image ids; the archive is damaged, fetch it again")
+    members.loader_args([f"{ROOT}/images/{name}" for name in images.values()])   # all listed images present
+    return images, labels, is_train, classes
+
+
+def read(cfg: dict, raw_dir: Path) -> Raw:
+    members = archives.Members(raw_dir / TAR)
+    images, labels, is_train, classes = _index(members)
     class_ids = sorted(classes)
     index = {c: i for i, c in enumerate(class_ids)}
     size, channels = cfg.get("image_size", 256), cfg.get("channels", 3)

@@ -18,6 +18,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import numpy as np
 
@@ -29,13 +30,32 @@ log = logging.getLogger("pipeline.sources")
 RECORD, TAR = "folder.json", "images.tar"
 
 
+def walk(root: Path) -> Iterator[tuple[str, Path, bool]]:
+    """(relative name, path, is_dir) of every entry below root that is not hidden, in a fixed order.
+    A link is refused, as in an archive: it can point out of the folder, and a change at its target
+    would go unseen (os.walk does not follow a folder link; a file link would be followed)."""
+    for folder, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(folder).relative_to(root)
+        for name, is_dir in [(d, True) for d in dirnames] + [(f, False) for f in sorted(filenames)]:
+            path = Path(folder) / name
+            if name.startswith("."):
+                continue
+            if path.is_symlink():
+                raise PipelineError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}): image folders, like archives, take no "
+                    f"links; copy the files in (e.g. cp -rL) or point source.path at the real folder")
+            yield (rel / name).as_posix(), path, is_dir
+
+
 def digest(directory: Path) -> str:
     """sha256 over a directory's relative file names and contents (hidden files left out)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        h.update(str(f.relative_to(directory)).encode())
-        with open(f, "rb") as fh:
-            h.update(hashlib.file_digest(fh, "sha256").digest())
+    for name, path, is_dir in sorted(walk(directory)):
+        if not is_dir:
+            h.update(name.encode())
+            with open(path, "rb") as fh:
+                h.update(hashlib.file_digest(fh, "sha256").digest())
     return h.hexdigest()
 
 
@@ -94,13 +114,8 @@ def _tree(raw_dir: Path) -> Tree:
     if record["kind"] == "dir":
         root = Path(record["path"])
         tree = Tree({}, label=str(root))
-        for folder, dirnames, filenames in os.walk(root):
-            rel = Path(folder).relative_to(root).as_posix()
-            rel = "" if rel == "." else rel + "/"
-            for d in dirnames:
-                tree.add(rel + d, is_dir=True)
-            for f in filenames:
-                tree.add(rel + f, os.path.join(folder, f))
+        for name, path, is_dir in walk(root):
+            tree.add(name, None if is_dir else str(path), is_dir=is_dir)
         return tree
     if record["kind"] == "zip":
         path = Path(record["path"])
