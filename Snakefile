@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 from pipeline import params, wiring
 from pipeline.configure import changes, check_local_sources, configure
-from pipeline.lock import hand_over_to_dvc, hold_workspace
+from pipeline.lock import code_mtimes, edited_during_run, hand_over_to_dvc, hold_workspace
 from pipeline.stage import PipelineError
 
 # params.yaml is read here and by the configure stage, not through `configfile:`: the stages must
@@ -24,6 +24,7 @@ validate(PARAMS, params.SCHEMA_PATH)
 # another run's jobs read these files, so a dry run or a refused run during it must not touch them.
 # (A job's own snakemake, e.g. under SLURM, finds them written by the main process.)
 if workflow.is_main_process:
+    CODE_AT_START = code_mtimes()   # for the hand-over: code edited during the run is not handed over
     try:
         hold_workspace()
     except PipelineError as busy:
@@ -46,10 +47,12 @@ wildcard_constraints:
 onstart:
     hold_workspace()
 
-# Succeeded: DVC records the outputs (`dvc repro` then runs nothing).
+# Succeeded: DVC records the outputs (`dvc repro` then runs nothing), if params.yaml still resolves
+# to the configs the run used and no code changed under it.
 onsuccess:
     run = workflow.dag_settings
-    hand_over_to_dvc(whole_workflow=not (run.targets or run.until or run.omit_from))
+    hand_over_to_dvc(whole_workflow=not (run.targets or run.until or run.omit_from),
+                     edited=edited_during_run(CODE_AT_START, CONFIGS, SOURCES))
 
 # A failed job (e.g. a diverged experiment under `snakemake -k`): a report of everything that
 # finished, the failure shown with its one line, dated 1970 so that the next run rebuilds it.

@@ -45,15 +45,18 @@ def check_local_sources(params: dict) -> None:
 
 
 def listing_digest(folder: Path) -> str:
-    """sha256 of a folder's listing: every file's relative name, size and modification time (stat
-    only, no reading). Part of a directory source's config, so that Snakemake, which compares
-    times of the files it is given, sees a file added, removed or replaced anywhere inside."""
+    """sha256 of a folder's listing: every file's relative name, size, modification time, inode and
+    status-change time (stat only, no reading). Part of a directory source's config, so that
+    Snakemake, which compares times of the files it is given, sees a file added, removed or
+    replaced anywhere inside. The ctime is what sees a replacement that keeps size and mtime
+    (`cp -p`, `rsync -a`, `touch -r`): the kernel sets it on every write, and no call sets it back."""
     h = hashlib.sha256()
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(f for f in files if not f.startswith(".")):
             st = os.stat(os.path.join(root, name))
-            h.update(f"{os.path.relpath(os.path.join(root, name), folder)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            h.update(f"{os.path.relpath(os.path.join(root, name), folder)}\0{st.st_size}\0{st.st_mtime_ns}\0"
+                     f"{st.st_ino}\0{st.st_ctime_ns}\n".encode())
     return h.hexdigest()
 
 

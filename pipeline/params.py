@@ -1,6 +1,6 @@
 """Load, validate and resolve params.yaml, the one source of truth for both orchestrators.
 
-Light on purpose (yaml + jsonschema only): the Snakefile and every stage import it, and an
+Light on purpose (ruamel.yaml + jsonschema only): the Snakefile and every stage import it, and an
 up-to-date check must not pay for importing torch.
 """
 from __future__ import annotations
@@ -10,11 +10,9 @@ import difflib
 import functools
 import json
 import math
-import re
 from pathlib import Path
 
 import jsonschema
-import yaml
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 REPORT_ONLY_KEYS = ("description", "reported")
@@ -25,23 +23,18 @@ class ParamsError(ValueError):
     """params.yaml is unreadable or invalid; the message names the file and the key."""
 
 
-class SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-    """PyYAML's safe loader (libyaml's C parser where available: Snakemake evaluates the Snakefile
-    on every run), reading numbers as YAML 1.2 does, like DVC and the people who type them:
-    `1e-3` and DVC's own `1e-05` are floats, not the strings YAML 1.1 makes of them."""
-
-
-SafeLoader.yaml_implicit_resolvers = {k: list(v) for k, v in SafeLoader.yaml_implicit_resolvers.items()}
-SafeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."))
+def _parse(text: str) -> object:
+    """YAML read exactly as DVC reads params.yaml (ruamel's safe loader: YAML 1.2, a duplicate key
+    an error), so that both tools see the same values: `010` is 10 and `yes` a string, where
+    PyYAML's YAML 1.1 makes them 8 and true."""
+    from ruamel.yaml import YAML
+    return YAML(typ="safe").load(text)
 
 
 @functools.cache
 def load_schema() -> dict:
     """The parsed schema (cached: read once per process; treat it as read-only)."""
-    return yaml.load(SCHEMA_PATH.read_text(), Loader=SafeLoader)
+    return _parse(SCHEMA_PATH.read_text())
 
 
 def training_keys() -> list[str]:
@@ -176,21 +169,27 @@ def _check_pretrained(experiments: dict, default: str | None, source: str) -> No
                               f"move it above, so that it is trained first")
 
 
-def read_yaml(path: str | Path) -> object:
-    """Parse a YAML file; a missing or malformed file is one ParamsError naming it."""
+def read_yaml(path: str | Path, fix: str = "") -> object:
+    """Parse a YAML file; a missing, empty or malformed file is one ParamsError naming it (and
+    `fix`, what to do where it is missing or empty)."""
+    from ruamel.yaml import YAMLError
     path = Path(path)
     try:
-        return yaml.load(path.read_text(), Loader=SafeLoader)
+        doc = _parse(path.read_text())
     except FileNotFoundError:
-        raise ParamsError(f"{path}: file not found") from None
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+        raise ParamsError(f"{path}: file not found{fix}") from None
+    except YAMLError as e:
+        why = " ".join(str(e).split("To suppress this check")[0].split())   # (ruamel's hint to allow duplicates)
+        raise ParamsError(f"{path}: not valid YAML: {why}") from None
+    if doc is None:
+        raise ParamsError(f"{path}: empty (no YAML in it){fix}")
+    return doc
 
 
 def load(path: str | Path) -> dict:
     """Read and validate a params file. Beside a studies/ folder, `study:` must name one of its files
     (the study the experiments below were copied from: pipeline.study compares and saves to it)."""
-    params = validate(read_yaml(path), source=str(path))
+    params = validate(read_yaml(path, fix=f"; restore it from git: git checkout {path}"), source=str(path))
     studies = Path(path).parent / "studies"
     if studies.is_dir() and not (studies / f"{params['study']}.yaml").is_file():
         known = ", ".join(sorted(p.stem for p in studies.glob("*.yaml")))

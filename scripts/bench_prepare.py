@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import psutil
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from pipeline.params import read_yaml  # noqa: E402  (read as every stage reads YAML)
 
 
 def tree_rss(proc: psutil.Process) -> int:
@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--study", default="seed", help="the study (studies/<name>.yaml) holding the data set")
     ap.add_argument("--workers", type=int, default=0)
     args = ap.parse_args()
-    study = yaml.safe_load((ROOT / "studies" / f"{args.study}.yaml").read_text())
+    study = read_yaml(ROOT / "studies" / f"{args.study}.yaml")
     cfg = study["datasets"][args.dataset]
     py = sys.executable
     print(f"cores {len(os.sched_getaffinity(0))}, load average before {os.getloadavg()}")

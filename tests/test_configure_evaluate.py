@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +77,30 @@ def test_a_folder_source_is_linked_and_its_listing_changes_with_any_file_inside(
     shutil.rmtree(photos)
     with pytest.raises(PipelineError, match=r"datasets.pets.source.path: .* does not exist"):
         configure.configure(params, out, links)
+
+
+@pytest.mark.parametrize("replace", ["cp -p", "rsync -a --checksum", "touch -r"])
+def test_a_replacement_keeping_size_and_mtime_changes_the_listing(tmp_path, replace):
+    """The three ways a user replaces an image while keeping its size and modification time (plain
+    `rsync -a` skips a file of the same size and mtime: --checksum makes it look)."""
+    import miniatures as mini
+    photos = mini.image_folder(tmp_path / "photos", {"cat": 3, "dog": 3})
+    target = photos / "dog" / "001.jpg"
+    new = tmp_path / "new.jpg"
+    new.write_bytes(bytes(255 - b for b in target.read_bytes()))     # other bytes, the same size
+    os.utime(new, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns))
+    before, stat = configure.listing_digest(photos), target.stat()
+    if replace == "touch -r":                                       # written in place, then its time put back
+        old = tmp_path / "old.jpg"
+        shutil.copy2(target, old)
+        target.write_bytes(new.read_bytes())
+        subprocess.run(["touch", "-r", str(old), str(target)], check=True)
+    else:
+        subprocess.run([*replace.split(), str(new), str(target)], check=True)
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert target.read_bytes() == new.read_bytes()
+    assert configure.listing_digest(photos) != before
 
 
 def test_a_fine_tuned_experiment_carries_its_parents_config(tmp_path):

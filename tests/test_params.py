@@ -84,6 +84,35 @@ def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
         P.load(f)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("", "params.yaml: empty (no YAML in it); restore it from git: git checkout "),
+    ("# only a comment\n", "params.yaml: empty (no YAML in it); restore it from git: git checkout "),
+    (None, "params.yaml: file not found; restore it from git: git checkout "),
+    ("lr: 0.1\nlr: 0.2\n", 'params.yaml: not valid YAML: while constructing a mapping in "<unicode string>", line 1, '
+                           'column 1 found duplicate key "lr" with value "0.2" (original value: "0.1") in '
+                           '"<unicode string>", line 2, column 1'),
+])
+def test_an_empty_missing_or_twice_keyed_params_file_is_one_line_with_the_fix(tmp_path, text, expected):
+    f = tmp_path / "params.yaml"
+    if text is not None:
+        f.write_text(text)
+    with pytest.raises(P.ParamsError) as e:
+        P.load(f)
+    assert str(e.value).startswith(f"{tmp_path}/{expected}") and "\n" not in str(e.value), str(e.value)
+    if text is None or not text.strip(" \n").startswith("lr"):
+        assert str(e.value).endswith(f"git checkout {f}")
+
+
+def test_params_yaml_is_read_as_dvc_reads_it():
+    """YAML 1.2, as DVC's parser: no octal `010`, no boolean `yes`/`on`, 1e-3 a number."""
+    from dvc.utils.serialize import parse_yaml
+    text = "epochs: 010\nnesterov: yes\nx: on\nlr: 1e-3\ny: 1e-05\nz: 0o10\n"
+    parsed = P._parse(text)
+    assert parsed == parse_yaml(text, "params.yaml") == {"epochs": 10, "nesterov": "yes", "x": "on", "lr": 0.001,
+                                                         "y": 1e-05, "z": 8}
+    assert yaml.safe_load(text)["epochs"] == 8 and yaml.safe_load(text)["nesterov"] is True   # YAML 1.1's
+
+
 def test_every_study_file_is_valid_and_the_running_one_is_its_copy():
     from pipeline import study
     live = P.load(ROOT / "params.yaml")                  # the project's own, whatever its defaults

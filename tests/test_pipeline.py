@@ -328,6 +328,30 @@ def test_dvc_gives_the_pipelines_own_error_lines(project):
     assert p.returncode != 0 and "'params.yaml' does not exist" in p.stdout + p.stderr, p.stdout + p.stderr
 
 
+@pytest.mark.xdist_group("dvc")
+def test_both_tools_read_params_yaml_alike(project):
+    """YAML 1.1 (PyYAML) and 1.2 (DVC's ruamel) disagree on `010` and `yes`, and PyYAML takes the
+    last of two `lr`s where DVC refuses: both tools now read it DVC's way."""
+    text = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(text.replace("\nepochs: ", "\nepochs: 010 #", 1))
+    run(["snakemake", "-n"], cwd=project)
+    exp = next(e for e, v in yaml.load(project / "params.yaml")["experiments"].items() if "epochs" not in v)
+    by_snakemake = json.loads((project / f"results/configs/experiments/{exp}.json").read_text())
+    run(["rm", "-r", "results/configs"], cwd=project)
+    run(["dvc", "repro", "configure"], cwd=project)
+    by_dvc = json.loads((project / f"results/configs/experiments/{exp}.json").read_text())
+    assert by_snakemake["epochs"] == by_dvc["epochs"] == 10
+
+    (project / "params.yaml").write_text(text.replace("\nlr: ", "\nlr: 0.5\nlr: ", 1))
+    p = run(["snakemake", "-n"], cwd=project, check=False)
+    assert p.returncode != 0
+    assert re.fullmatch(r'error: params.yaml: not valid YAML: while constructing a mapping .* found duplicate key '
+                        r'"lr" with value "[0-9.e-]+" \(original value: "0.5"\) in "<unicode string>", line \d+, '
+                        r'column 1', p.stderr.strip().splitlines()[-1]), p.stderr
+    p = run(["dvc", "repro"], cwd=project, check=False)
+    assert p.returncode != 0 and "params.yaml" in p.stdout + p.stderr
+
+
 def offline_plots(page: Path) -> dict:
     """A DVC plots page opened in headless Chromium with every host name unresolvable: whether
     vega-embed loaded, how many charts it drew (SVG), and the colours of the lines drawn in each
@@ -417,6 +441,10 @@ def trained(project: Path, exp: str) -> dict:
             "threads": json.loads((d / "run.json").read_text())["threads"]}
 
 
+def trained_lr(project: Path, exp: str) -> float:
+    return json.loads((project / "results/experiments" / exp / "run.json").read_text())["config"]["lr"]
+
+
 def assert_same_training(a: dict, b: dict) -> None:
     import torch
     assert a["weights"].keys() == b["weights"].keys()
@@ -446,6 +474,15 @@ def test_an_edit_inside_an_image_folder_reruns_that_data_sets_chain_under_both_t
     jobs, _ = snakemake(project)
     assert jobs == chain
     assert json.loads((project / "data/prepared/pets/meta.json").read_text())["counts"]["train"] == 8
+
+    # replaced by `cp -p` with an image of the same size and time: seen (the listing holds ctimes)
+    target, other = photos / "cat" / "002.bmp", tmp_path / "other.bmp"
+    other.write_bytes(mini.image_bytes(1, (12, 10), "BMP", "RGB"))
+    assert other.stat().st_size == target.stat().st_size and other.read_bytes() != target.read_bytes()
+    os.utime(other, ns=(target.stat().st_atime_ns, target.stat().st_mtime_ns))
+    run(["cp", "-p", str(other), str(target)], cwd=tmp_path)
+    jobs, _ = snakemake(project)
+    assert jobs == chain
 
     dvc(project, "repro")                                  # DVC's own record of this workspace
     (photos / "cat" / "004.jpg").write_bytes(mini.image_bytes(1, (12, 10), "JPEG"))   # replaced
@@ -499,6 +536,18 @@ def test_handing_the_workspace_between_the_tools(snakemake_built, tmp_path):
     jobs, _ = snakemake(project)
     assert_reran_for_global_lr(jobs, demo)
 
+    # params.yaml edited while Snakemake trains: its outputs are not handed over (DVC would record
+    # the new lr against the model trained with the old), and `dvc repro` retrains with the new lr
+    exp = "digits_lenet_adam"
+    edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.003))
+    out = while_training(["snakemake", "--cores", "1"], project,
+                         lambda _: edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.004)))
+    assert (f"not handed over to DVC: params.yaml or a folder source changed during the run (results/configs/experiments/{exp}.json "
+            f"would change); DVC keeps its record of the run before") in out, out
+    assert trained_lr(project, exp) == 0.003
+    ran, _ = dvc(project, "repro")
+    assert by_stage(ran, "train") == {exp} and trained_lr(project, exp) == 0.004
+
 
 def new_runs(output: str) -> set[tuple[str, int]]:
     """(experiment, i) of every further run the replicate stage trained (its own log lines)."""
@@ -545,6 +594,30 @@ def test_replicates_train_only_their_new_runs_under_both_tools(project, demo):
     assert not by_stage(ran, "train") and new_runs(out) == set()    # back to 3: the runs are there
 
 
+def while_training(cmd: list[str], project: Path, meanwhile) -> str:
+    """Run cmd; once its first training job has begun, pause that job (SIGSTOP), call meanwhile(the
+    tool's process), and let it go on: so `meanwhile` meets the tool running, however fast or busy
+    the machine is. Returns the tool's output; it must succeed."""
+    out = project / "tool.out"
+    with open(out, "w") as f:
+        p = subprocess.Popen(cmd, cwd=project, env=tool_env(), stdout=f, stderr=subprocess.STDOUT)
+    job = None
+    try:
+        deadline = time.monotonic() + 300
+        while job is None and p.poll() is None and time.monotonic() < deadline:
+            job = next((pid for pid in processes_of(p.pid) if "pipeline.train" in command_line(pid)), None)
+            time.sleep(0.05)
+        assert job, f"{cmd} ended before training:\n{out.read_text()[-3000:]}"
+        os.kill(job, signal.SIGSTOP)
+        meanwhile(p)
+    finally:
+        if job:
+            os.kill(job, signal.SIGCONT)
+        p.wait(timeout=600)
+    assert p.returncode == 0, out.read_text()[-3000:]
+    return out.read_text()
+
+
 def config_files(project: Path) -> dict[str, tuple[int, str]]:
     return {str(p.relative_to(project)): (p.stat().st_mtime_ns, p.read_text())
             for p in sorted((project / "results/configs").rglob("*.json"))}
@@ -556,7 +629,6 @@ def test_the_tools_never_run_at_once(project, demo):
     edit of params.yaml reaches no config file (its jobs read them) through a dry run or a refused
     run, so the model trained is recorded with the config it was trained with, and the next run of
     either tool retrains the edited experiment."""
-    env = tool_env()
     exp = "digits_lenet_adam"
     target = f"results/experiments/{exp}/train.json"     # one training job is enough
     for first, second, expected, after in (
@@ -566,19 +638,8 @@ def test_the_tools_never_run_at_once(project, demo):
              ["dvc", "repro", f"train@{exp}"])):
         subprocess.run(["rm", "-rf", str(project / "logs"), str(project / "results")])
         edit_params(project, lambda d: d["experiments"][exp].__setitem__("lr", 0.003))
-        first_out = project / "first.out"
-        with open(first_out, "w") as f:
-            p = subprocess.Popen(first, cwd=project, env=env, stdout=f, stderr=subprocess.STDOUT)
-        job = None
-        try:
-            # The first tool's training job is paused (SIGSTOP) once it has begun, so every command
-            # below meets the first tool running, however fast or busy the machine is.
-            deadline = time.monotonic() + 300
-            while job is None and p.poll() is None and time.monotonic() < deadline:
-                job = next((pid for pid in processes_of(p.pid) if "pipeline.train" in command_line(pid)), None)
-                time.sleep(0.05)
-            assert job, f"{first} ended before training:\n{first_out.read_text()[-3000:]}"
-            os.kill(job, signal.SIGSTOP)
+
+        def meanwhile(p: subprocess.Popen) -> None:
             other = run(second, cwd=project, check=False)
             assert other.returncode != 0 and expected in other.stdout + other.stderr
             configs = config_files(project)
@@ -587,18 +648,16 @@ def test_the_tools_never_run_at_once(project, demo):
                 refused = run(cmd, cwd=project, check=False)
                 assert p.poll() is None, f"{first} ended before {cmd} could meet it running"
                 assert refused.returncode != 0, refused.stdout + refused.stderr
+                who = ("another snakemake is running in this workspace (pid " if first[0] == "snakemake" else
+                       "DVC is running a stage in this workspace (")      # (DVC lets go of its lock then)
+                assert f"error: {who}" in refused.stderr, refused.stderr
                 assert config_files(project) == configs, cmd
-        finally:
-            if job:
-                os.kill(job, signal.SIGCONT)
-            p.wait(timeout=600)
-        assert p.returncode == 0, first_out.read_text()[-3000:]
-        trained_with = json.loads((project / f"results/experiments/{exp}/run.json").read_text())["config"]["lr"]
-        assert trained_with == 0.003
+        while_training(first, project, meanwhile)
+        assert trained_lr(project, exp) == 0.003
         retrained = run(after, cwd=project)
         ran = dvc_ran(retrained.stdout + retrained.stderr) | snakemake_jobs(retrained.stdout + retrained.stderr)
         assert f"train@{exp}" in ran
-        assert json.loads((project / f"results/experiments/{exp}/run.json").read_text())["config"]["lr"] == 0.004
+        assert trained_lr(project, exp) == 0.004
 
 
 # ---- a failed experiment ------------------------------------------------------------------------

@@ -129,16 +129,22 @@ def test_yaml_1_2_numbers_as_people_and_dvc_write_them(tmp_path):
 
 # ---- the workspace lock --------------------------------------------------------------------------
 
-def test_snakemake_cannot_take_the_workspace_while_dvc_holds_its_lock(tmp_path):
+@pytest.mark.parametrize("argv0, who", [("/venv/bin/dvc", "DVC"), ("/venv/bin/snakemake", "another snakemake")])
+def test_snakemake_cannot_take_the_workspace_while_another_tool_holds_the_lock(tmp_path, argv0, who):
+    """The line names which tool holds it: a second snakemake was told "DVC is running"."""
     (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
-    holder = subprocess.Popen(   # holds .dvc/tmp/lock the way DVC does (flock), until stdin closes
-        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open('.dvc/tmp/lock', os.O_RDWR | os.O_CREAT); "
-                               "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"],
-        cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(   # holds .dvc/tmp/lock the way DVC and Snakemake do (flock), until stdin closes
+        [argv0, "-c", "import fcntl, os, sys; fd = os.open('.dvc/tmp/lock', os.O_RDWR | os.O_CREAT); "
+                      "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"],
+        executable=sys.executable, cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(lock.PipelineError, match=r"DVC is running in this workspace .*lock is held"):
+        with pytest.raises(lock.PipelineError) as e:
             lock.hold_workspace(tmp_path)
+        assert str(e.value) == (f"{who} is running in this workspace (pid {holder.pid}: {argv0} -c import fcntl, "
+                                f"os, sys; fd = os.open('.dvc/tmp/lock', os.O_RDWR | os.O_CREAT); fcntl.flock(fd, "
+                                f"fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read(); "
+                                f"{tmp_path}/.dvc/tmp/lock is held); wait for it to finish, then run snakemake again")
     finally:
         holder.stdin.close()
         holder.wait(timeout=30)
@@ -161,7 +167,8 @@ def test_the_snakefile_reports_bad_params_and_missing_sources_in_one_line(projec
                            "    source: {kind: folder, path: no/such/photos}\n    image_size: 8", 1),
               "error: datasets.digits.source.path: no/such/photos does not exist; put the images or archive "
               "there, or point source.path at them"),
-             (None, "error: params.yaml: file not found")]
+             ("", "error: params.yaml: empty (no YAML in it); restore it from git: git checkout params.yaml"),
+             (None, "error: params.yaml: file not found; restore it from git: git checkout params.yaml")]
     for params_text, line in cases:
         if params_text is None:
             (project / "params.yaml").unlink()
@@ -241,3 +248,35 @@ def test_make_clean_removes_what_the_pipeline_generated_and_nothing_a_user_place
     subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True)
     assert not [p for p in made if p.exists()] and not (project / "data/sources/pets").is_symlink()
     assert placed.exists() and (images / "a.png").exists() and (project / "data/sources/README.md").exists()
+
+
+def test_a_run_is_handed_over_only_if_nothing_changed_under_it(tmp_path):
+    """What the Snakefile's onsuccess checks before `dvc commit -f`: params.yaml still resolves to
+    the configs the run wrote (a comment edit does), and no file of the code changed."""
+    from conftest import TEST_PARAMS
+    from pipeline.configure import configure
+    params_path, configs, sources = tmp_path / "params.yaml", tmp_path / "results/configs", tmp_path / "data/sources"
+    text = TEST_PARAMS.read_text()
+    params_path.write_text(text)
+    (tmp_path / "pipeline/models").mkdir(parents=True)
+    (tmp_path / "pipeline/models/mlp.py").write_text("# code\n")
+    sources.mkdir(parents=True)
+    configure(P.load(params_path), configs, sources)
+    at_start = lock.code_mtimes(tmp_path)
+    assert list(at_start) == ["pipeline/models/mlp.py"]
+    assert lock.edited_during_run(at_start, configs, sources, params_path) is None
+
+    params_path.write_text(text + "# a comment changes no config\n")
+    assert lock.edited_during_run(at_start, configs, sources, params_path) is None
+    params_path.write_text(re.sub(r"\nlr: \S+", "\nlr: 0.0123", text, count=1))
+    why = lock.edited_during_run(at_start, configs, sources, params_path)
+    assert re.fullmatch(rf"{params_path} or a folder source changed during the run \({configs}/\S+\.json would change\)",
+                        why), why
+    params_path.write_text(text.replace("\nlr: ", "\nlrr: ", 1))
+    assert lock.edited_during_run(at_start, configs, sources, params_path).startswith(
+        f"{params_path} no longer reads ({params_path}: (top level): Additional properties")
+
+    params_path.write_text(text)
+    os.utime(tmp_path / "pipeline/models/mlp.py", ns=(0, at_start["pipeline/models/mlp.py"] + 10**9))
+    assert lock.edited_during_run(at_start, configs, sources, params_path) == \
+        "pipeline/models/mlp.py was edited during the run"
