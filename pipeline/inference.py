@@ -70,8 +70,13 @@ def input_size(config: dict, meta: dict) -> tuple[int, int]:
 
 def normalisation(config: dict, meta: dict, stats: dict) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std): the training split's, ImageNet's (what pretrained weights expect), 0.5,
-    or none (0, 1: pixels scaled to [0, 1] only)."""
+    none (0, 1: pixels scaled to [0, 1] only), or the constants the config gives."""
     how, c = config.get("normalize", "dataset"), meta["channels"]
+    if isinstance(how, dict):
+        if not len(how["mean"]) == len(how["std"]) == c:
+            raise PipelineError(f"experiment {config['name']}: normalize: mean and std need one value per channel "
+                                f"({c} for {config['dataset']}), got {len(how['mean'])} and {len(how['std'])}")
+        return list(how["mean"]), list(how["std"])
     if how == "imagenet":
         if c != 3:
             raise PipelineError(f"normalize: imagenet needs 3-channel images, {config['dataset']} has {c}; "

@@ -109,6 +109,18 @@ def test_seed_001_resolution_rungs_share_step_11s_model_and_step_15_drops_the_4t
     assert features.shape == (1, 512, 16, 16)
 
 
+def test_seed_001_steps_6_to_9_keep_the_listed_dropout_before_the_last_fc():
+    """Step 6's listing: `mn.Dropout(0.2)` (live, OCR of nn.) then nn.Linear(4096, TOTAL_CLASSES);
+    step 5's head is not listed, and from step 10 on the final table's head has none."""
+    def head(name):
+        return [type(m).__name__ + (f"({m.p})" if isinstance(m, nn.Dropout) else "")
+                for m in build(EXPERIMENTS[name])[2]]
+    for name in ("vgg19_fc1", "vgg19_fc1_he", "vgg10_fc1"):
+        assert head(name) == ["Flatten", "Linear", "ReLU", "Dropout(0.2)", "Linear"], name
+    for name in ("vgg19", "vgg10_fc1_plateau", "vgg_custom_32", "vgg_custom_128_aug"):
+        assert "Dropout" not in " ".join(head(name)), name
+
+
 def test_the_seed_study_header_counts_its_experiments():
     first = (ROOT / "studies/seed.yaml").read_text().splitlines()[0]
     n = len(params.read_yaml(ROOT / "studies/seed.yaml")["experiments"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 import subprocess
 import sys
@@ -88,6 +89,11 @@ def test_seed_figures_ablations_and_per_class_compare_like_with_like(tmp_path):
     assert [(r["class"], r["seed"], r["ours"]) for r in rows] == [
         ("0", 90.0, pytest.approx(100 * truth0["per_class"]["0"])), ("1", 50.0, pytest.approx(100 * truth0["per_class"]["1"]))]
     assert problems == []
+    e0["reported"] = {**e0["reported"], "per_class_truncated": True}            # seed 002's %d figures
+    assert [r["ours"] for r in collect.per_class_comparison(e0)[0]] == [
+        math.floor(100 * truth0["per_class"]["0"]), math.floor(100 * truth0["per_class"]["1"])]
+    assert [r["diff"] for r in collect.per_class_comparison(e0)[0]] == [
+        math.floor(100 * truth0["per_class"]["0"]) - 90, math.floor(100 * truth0["per_class"]["1"]) - 50]
     e0["reported"] = {**e0["reported"], "per_class": {"plane": 79.0}}
     assert "reported.per_class names plane, not classes of digits" in collect.per_class_comparison(e0)[1][0]
     [row] = collect.ablations(exps)["fixture 2"]

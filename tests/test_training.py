@@ -14,6 +14,7 @@ import torch
 from cpu_reference import digits_prepared
 from conftest import training_defaults
 from pipeline import engine, inference, layers, train
+from pipeline.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = training_defaults()
@@ -145,6 +146,16 @@ def test_normalize_none_only_scales_to_unit_range(prepared):
     model = inference.build_model(config(normalize="none"), meta, stats)
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
     assert model.normalize(x).flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
+
+
+def test_normalize_with_a_reports_own_constants(prepared):
+    meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
+    model = inference.build_model(config(normalize={"mean": [0.2], "std": [0.4]}), meta, stats)
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
+    assert model.normalize(x).flatten().tolist() == pytest.approx([-0.5, 0.0, 2.0])
+    with pytest.raises(PipelineError, match=r"normalize: mean and std need one value per channel \(1 for digits\), "
+                                            r"got 3 and 3"):
+        inference.build_model(config(normalize={"mean": [0.5] * 3, "std": [0.2] * 3}), meta, stats)
 
 
 def test_schedule_lr_is_recorded_per_epoch(prepared, tmp_path):

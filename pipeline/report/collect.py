@@ -226,11 +226,15 @@ def seed_comparison(exp: dict) -> list[dict]:
 
 
 def per_class_comparison(exp: dict) -> tuple[list[dict], list[str]]:
-    """(rows of class, seed %, ours %, difference; problems) where the seed lists per-class figures."""
-    seed = (exp["reported"] or {}).get("per_class")
+    """(rows of class, seed %, ours %, difference; problems) where the seed lists per-class figures;
+    ours cut to an integer as the seed's were where they were printed with %d
+    (`reported.per_class_truncated`), so that the difference compares like with like."""
+    reported = exp["reported"] or {}
+    seed = reported.get("per_class")
     if not seed:
         return [], []
-    ours = dict(per_class(exp))
+    cut = math.floor if reported.get("per_class_truncated") else float
+    ours = {c: cut(a) for c, a in per_class(exp)}
     unknown = [c for c in seed if ours and c not in ours]
     problems = [f"reported.per_class names {', '.join(unknown)}, not classes of {exp['dataset']} "
                 f"({', '.join(sorted(ours)[:10])}...); use the data set's class names"] if unknown else []
