@@ -10,6 +10,7 @@ from torch import nn
 
 from conftest import unit_params
 from pipeline import engine, inference, layers, models, params
+from pipeline.models import cifarnet
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = unit_params()
@@ -119,6 +120,36 @@ def test_seed_001_steps_6_to_9_keep_the_listed_dropout_before_the_last_fc():
         assert head(name) == ["Flatten", "Linear", "ReLU", "Dropout(0.2)", "Linear"], name
     for name in ("vgg19", "vgg10_fc1_plateau", "vgg_custom_32", "vgg_custom_128_aug"):
         assert "Dropout" not in " ".join(head(name)), name
+
+
+# seed 002's printouts: each conv (in, out) 3x3 with bias and a BatchNorm2d, then Linear(bias=False)
+_BEST_CONVS = [(3, 64), (64, 128), (128, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 256)]
+SEED_002_PRINTOUTS = {
+    "cifarnet_best": (_BEST_CONVS, (256, 10)),
+    "tinynet": (_BEST_CONVS, (4096, 200)),
+    "tinynet_deeper": (_BEST_CONVS + [(256, 512), (512, 512), (512, 512), (512, 512)], (512, 200)),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(SEED_002_PRINTOUTS))
+def test_seed_002_nets_are_residual_pairs_with_the_printed_parameter_count(experiment):
+    """Our reading (ResNet-9's pairs add their input) and the plain one: the parameters the printout
+    lists, counted by hand, either way; the pairs are 128/256 (and 512 in the deeper net)."""
+    convs_, (fc_in, fc_out) = SEED_002_PRINTOUTS[experiment]
+    printed = sum(i * o * 9 + o + 2 * o for i, o in convs_) + fc_in * fc_out
+    config = EXPERIMENTS[experiment]
+    assert config["model"]["residual"] is True
+    plain = build({**config, "model": {**config["model"], "residual": False}})
+    for net in (build(config), plain):
+        assert sum(p.numel() for p in net.parameters()) == printed
+    pairs = [m for m in build(config).modules() if isinstance(m, cifarnet.Residual)]
+    assert [[c.out_channels for c in p.modules() if isinstance(c, nn.Conv2d)] for p in pairs] == \
+        [[128, 128], [256, 256]] + ([[512, 512]] if experiment == "tinynet_deeper" else [])
+    assert not any(isinstance(m, cifarnet.Residual) for m in plain.modules())
+    body = pairs[0].body                                        # the add: a zeroed body is the identity
+    nn.init.zeros_(body[-2].weight), nn.init.zeros_(body[-2].bias)
+    x = torch.randn(2, 128, 8, 8)
+    assert torch.equal(pairs[0].eval()(x), x)
 
 
 def test_the_seed_study_header_counts_its_experiments():

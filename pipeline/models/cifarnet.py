@@ -2,41 +2,82 @@
 
 Layer lists are read off the modules the seed printed (module order = forward order, except where
 noted). `width` scales every channel count, for cheap demo instances only.
+
+A printout cannot show an addition. cifarnet_best's is module for module the well-known ResNet-9
+(64; 128 + pool and a pair of 128 convs; 256 + pool; 256 + pool and a pair of 256 convs;
+MaxPool(4); an fc without bias), whose pairs add their input to their output, and the author calls
+the Tiny ImageNet variant "a deeper convolution resnet network". `residual: true` adds each pair's
+input to its output as ResNet-9 does (x + relu(bn(conv(relu(bn(conv(x))))))); false is the plain
+reading of the printout. The parameters are the same either way.
 """
 from torch import nn
 
 from pipeline.models._registry import register
 from pipeline.models.blocks import conv_stack, scale
 
+# ("R", c): a pair of c-channel convs, the ones ResNet-9 makes residual.
 # conv1 64 / conv2_0 128 + pool / conv2_1, conv2_2 128 / conv3_0 256 + pool / conv4_0 256 + pool /
 # conv4_1, conv4_2 256 / maxpool 4: 32 px -> 1x1x256 -> Linear(256, 10, bias=False).
-CIFARNET_BEST = [64, 128, "M", 128, 128, 256, "M", 256, "M", 256, 256, "M4"]
+CIFARNET_BEST = [64, 128, "M", ("R", 128), 256, "M", 256, "M", ("R", 256), "M4"]
 # Ambiguous: the seed prints the same modules but Linear(4096, 200) at 64 px, i.e. 256 x 4 x 4, one
-# 2x2 pool fewer than printed. Reading: pool4 is defined but unused in forward().
-TINYNET = [64, 128, "M", 128, 128, 256, "M", 256, 256, 256, "M4"]
+# 2x2 pool fewer than printed. Reading: pool4 is defined but unused in forward(). Any of the three
+# fits the shapes; dropping the last one is the least change to the CIFAR net's compute (only the
+# conv4 pair runs at 16 px instead of 8), the edit a 32 -> 64 px port most likely made.
+TINYNET = [64, 128, "M", ("R", 128), 256, "M", 256, ("R", 256), "M4"]
 # + conv5_0 512 + pool5, conv6_0 512 + pool6, conv6_1, conv6_2 512, pool7: 64 px -> 1x1x512.
-TINYNET_DEEPER = [64, 128, "M", 128, 128, 256, "M", 256, "M", 256, 256, 512, "M", 512, "M", 512, 512, "M"]
+TINYNET_DEEPER = [64, 128, "M", ("R", 128), 256, "M", 256, "M", ("R", 256), 512, "M", 512, "M", ("R", 512), "M"]
 
 
-def _plain(spec, in_channels, image_size, num_classes, width, family) -> nn.Module:
-    features, (c, h, w) = conv_stack(scale(spec, width), in_channels, image_size, family=family)
+class Residual(nn.Module):
+    """x + body(x), the body keeping channels and size (ResNet-9's residual pair)."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body
+
+    def forward(self, x):                                       # (B, c, h, w) -> (B, c, h, w)
+        return x + self.body(x)
+
+
+def _features(spec, in_channels, image_size, width, residual, family) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The conv body of `spec` and its output shape (C, H, W); pairs residual or plain."""
+    if not residual:   # one flat stack, as the printout lists it
+        flat = [x for item in spec for x in ([item[1]] * 2 if isinstance(item, tuple) else [item])]
+        return conv_stack(scale(flat, width), in_channels, image_size, family=family)
+    parts, shape, run = [], (in_channels, *image_size), []
+    for item in [*spec, None]:
+        if isinstance(item, tuple) or item is None:
+            if run:
+                stack, shape = conv_stack(scale(run, width), shape[0], shape[1:], family=family)
+                parts.append(stack)
+                run = []
+            if item is not None:
+                pair, shape = conv_stack(scale([item[1]] * 2, width), shape[0], shape[1:], family=family)
+                parts.append(Residual(pair))
+        else:
+            run.append(item)
+    return nn.Sequential(*parts), shape
+
+
+def _net(spec, in_channels, image_size, num_classes, width, residual, family) -> nn.Module:
+    features, (c, h, w) = _features(spec, in_channels, image_size, width, residual, family)
     return nn.Sequential(features, nn.Flatten(),                # (B, c*h*w)
                          nn.Linear(c * h * w, num_classes, bias=False))
 
 
 @register("cifarnet_best")
-def build_best(in_channels, image_size, num_classes, width=1.0) -> nn.Module:
-    return _plain(CIFARNET_BEST, in_channels, image_size, num_classes, width, "cifarnet_best")
+def build_best(in_channels, image_size, num_classes, width=1.0, residual=False) -> nn.Module:
+    return _net(CIFARNET_BEST, in_channels, image_size, num_classes, width, residual, "cifarnet_best")
 
 
 @register("tinynet")
-def build_tinynet(in_channels, image_size, num_classes, width=1.0) -> nn.Module:
-    return _plain(TINYNET, in_channels, image_size, num_classes, width, "tinynet")
+def build_tinynet(in_channels, image_size, num_classes, width=1.0, residual=False) -> nn.Module:
+    return _net(TINYNET, in_channels, image_size, num_classes, width, residual, "tinynet")
 
 
 @register("tinynet_deeper")
-def build_tinynet_deeper(in_channels, image_size, num_classes, width=1.0) -> nn.Module:
-    return _plain(TINYNET_DEEPER, in_channels, image_size, num_classes, width, "tinynet_deeper")
+def build_tinynet_deeper(in_channels, image_size, num_classes, width=1.0, residual=False) -> nn.Module:
+    return _net(TINYNET_DEEPER, in_channels, image_size, num_classes, width, residual, "tinynet_deeper")
 
 
 class ResBlock(nn.Module):
