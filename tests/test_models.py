@@ -152,6 +152,24 @@ def test_seed_002_nets_are_residual_pairs_with_the_printed_parameter_count(exper
     assert torch.equal(pairs[0].eval()(x), x)
 
 
+def _vgg_count(convs: list[int], fcs: list[tuple[int, int]]) -> int:
+    """3x3 conv with bias + BatchNorm2d per listed width (from 3 channels), then Linear layers."""
+    ins = [3] + convs[:-1]
+    return sum(i * o * 9 + o + 2 * o for i, o in zip(ins, convs)) + sum(i * o + o for i, o in fcs)
+
+
+@pytest.mark.parametrize("experiment, convs_", [
+    ("vgg19_fc1", [64, 64, 128, 128] + [256] * 4 + [512] * 8),      # VGG-19-BN's 16 convs
+    ("vgg19_fc1_he", [64, 64, 128, 128] + [256] * 4 + [512] * 8),
+    ("vgg10_fc1", [64, 64, 128, 128, 256, 256, 512, 512, 512, 512]),  # step 9: 6 convs deleted
+])
+def test_seed_001_steps_6_to_9_have_the_listed_parameter_count(experiment, convs_):
+    """Step 6's listing: nn.Linear(512 * 1 * 1, 4096), ReLU, Dropout(0.2), nn.Linear(4096, TOTAL_CLASSES):
+    the dropout adds no parameter."""
+    assert sum(p.numel() for p in build(EXPERIMENTS[experiment]).parameters()) == \
+        _vgg_count(convs_, [(512, 4096), (4096, 100)])
+
+
 def test_the_seed_study_header_counts_its_experiments():
     first = (ROOT / "studies/seed.yaml").read_text().splitlines()[0]
     n = len(params.read_yaml(ROOT / "studies/seed.yaml")["experiments"])
