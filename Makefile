@@ -2,6 +2,7 @@
 #   make demo   install, then run the whole pipeline on the bundled digits data -> results/report.html
 #   make test   install, then run the test suite
 # While working: make check, the fast tier (every test but the end-to-end runs of the tools).
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,13 +11,18 @@ export PATH := $(abspath $(BIN)):$(PATH)
 .PHONY: install demo test check repro bench gpu-check clean
 install: $(VENV)/.installed
 $(VENV)/.installed: envs/requirements.txt envs/constraints.txt scripts/dvc_plots_template.py
+	@echo "==> 1/4 a virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
+	@echo "==> 2/4 pip itself"
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r envs/requirements.txt -c envs/constraints.txt
+	@echo "==> 3/4 the pinned packages (PyTorch with its CUDA libraries, DVC, Snakemake: ~3 min the first time)"
+	$(BIN)/pip install --progress-bar on -r envs/requirements.txt -c envs/constraints.txt \
+	  | grep --line-buffered -E '^(Collecting|Downloading|Installing|Successfully)' ; test $${PIPESTATUS[0]} -eq 0
+	@echo "==> 4/4 the offline template of dvc plots show"
 	$(BIN)/python scripts/dvc_plots_template.py .dvc/plots-offline.html   # offline `dvc plots show`
 	touch $@
 
-demo: install          ## Snakemake, with profiles/default (4 cores, gpu=1)
+demo: install          ## Snakemake, with profiles/default (every core, gpu=1)
 	snakemake
 
 repro: install         ## the same pipeline with DVC
@@ -36,6 +42,6 @@ gpu-check: install     ## on a CUDA machine: benchmark, seed 002 on CIFAR-10, sm
 
 # Not the venv, nor data/downloads/ (archives you placed there); configure's links in data/sources
 # go, never what they point to.
-clean:                 ## what .gitignore calls generated in data/, results/, logs/; both tools' records
+clean:                 ## what .gitignore calls generated in data/, results/, logs/, and Snakemake's records
+# (dvc.lock stays: DVC's record, which you commit; `dvc repro` or `dvc checkout` brings its outputs back)
 	git clean -fdqX -e '!data/downloads' data results logs .snakemake
-	rm -f dvc.lock

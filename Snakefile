@@ -1,5 +1,5 @@
 # Snakemake workflow: the stages of pipeline/wiring.py, the same commands and paths as dvc.yaml.
-#   snakemake --cores 4 --resources gpu=1        (profiles/default sets these as defaults)
+#   snakemake --cores all --resources gpu=1      (profiles/default sets these as defaults)
 import sys
 from pathlib import Path
 from snakemake.utils import validate

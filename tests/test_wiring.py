@@ -239,15 +239,17 @@ def test_make_clean_removes_what_the_pipeline_generated_and_nothing_a_user_place
     images.mkdir()
     (images / "a.png").write_bytes(b"png")
     made = [project / p for p in ("data/raw/digits/x.npy", "results/experiments/e/model.pt", "logs/train/e.log",
-                                  ".snakemake/metadata/m", "dvc.lock")]
+                                  ".snakemake/metadata/m")]
     placed = project / "data/downloads/cifar-10-python.tar.gz"
-    for path in [*made, placed]:
+    record = project / "dvc.lock"                  # DVC's record, which the user commits: kept
+    for path in [*made, placed, record]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
     (project / "data/sources/pets").symlink_to(images)
     subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True)
     assert not [p for p in made if p.exists()] and not (project / "data/sources/pets").is_symlink()
     assert placed.exists() and (images / "a.png").exists() and (project / "data/sources/README.md").exists()
+    assert record.read_bytes() == b"x"
 
 
 def test_a_run_is_handed_over_only_if_nothing_changed_under_it(tmp_path):

@@ -358,8 +358,14 @@ def load_images(ds: dict, split: str) -> tuple[np.ndarray, np.ndarray] | None:
     return np.load(images, mmap_mode="r"), np.load(labels)
 
 
+# The tools' record of the results, not code: Snakemake's hand-over writes it after the report is
+# rendered, so counting it would make every report of a fresh clone say "clean" while git does not.
+RECORDS = ("dvc.lock",)
+
+
 def code_version(root: Path) -> dict:
-    """The git commit of `root` and whether the working tree has uncommitted changes."""
+    """The git commit of `root` and whether the working tree has uncommitted changes (to the code,
+    params and data definitions: the tools' RECORDS are not counted)."""
     def git(*args):
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30)
     try:
@@ -369,7 +375,7 @@ def code_version(root: Path) -> dict:
     if head.returncode != 0:
         return {"commit": None, "dirty": None, "note": f"{root} is not a git repository (or has no commit yet)"}
     status = git("status", "--porcelain")
-    changed = [line[3:] for line in status.stdout.splitlines()]
+    changed = [line[3:] for line in status.stdout.splitlines() if line[3:] not in RECORDS]
     return {"commit": head.stdout.strip(), "dirty": bool(changed), "changed": changed[:20],
             "n_changed": len(changed), "note": ""}
 
