@@ -82,8 +82,10 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
 EXP = stage.EXP
 ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "evaluate", "experiments", gpus=1, deps={"model": f"{EXP}/model.pt", "prepared": stage.DS},
-    outs={"metrics": stage.Out(f"{EXP}/test.json"), "per_class": stage.Out(f"{EXP}/per_class.csv"),
-          "predictions": stage.Out(f"{EXP}/predictions.csv"), "confusion": stage.Out(f"{EXP}/confusion.csv")})
+    outs={"metrics": stage.Out(f"{EXP}/test.json", report="experiments"),
+          "per_class": stage.Out(f"{EXP}/per_class.csv", report="experiments"),
+          "predictions": stage.Out(f"{EXP}/predictions.csv"),
+          "confusion": stage.Out(f"{EXP}/confusion.csv", report="experiments")})
 
 def parser() -> argparse.ArgumentParser:
     """The command line, from the row."""

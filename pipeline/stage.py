@@ -29,6 +29,8 @@ class Out:
     kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
     directory: bool = False
     persist: bool = False      # DVC leaves it in place while the stage runs (and keeps no run-cache entry)
+    report: str = ""           # the category it is shown under in Snakemake's own report (`snakemake
+                               # --report`; an experiment's files in a subcategory of its name); "": not shown
 
 
 @dataclass(frozen=True)

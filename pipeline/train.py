@@ -38,8 +38,8 @@ EXP = stage.EXP
 ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "train", "experiments", gpus="devices",
     deps={"config": "results/configs/experiments/{exp}.json", "prepared": stage.DS, "stats": "data/stats/{dataset}.json"},
-    outs={"model": stage.Out(f"{EXP}/model.pt"), "history": stage.Out(f"{EXP}/history.csv", "plot"),
-          "metrics": stage.Out(f"{EXP}/train.json"), "run": stage.Out(f"{EXP}/run.json"),
+    outs={"model": stage.Out(f"{EXP}/model.pt"), "history": stage.Out(f"{EXP}/history.csv", "plot", report="experiments"),
+          "metrics": stage.Out(f"{EXP}/train.json", report="experiments"), "run": stage.Out(f"{EXP}/run.json"),
           "layers": stage.Out(f"{EXP}/layers.csv")},
     args={"experiments": "results/experiments"},      # parents' checkpoints (`pretrained: <exp>`)
     help={"layers": "layer table to write (CSV)", "experiments": "folder of other experiments' checkpoints"})

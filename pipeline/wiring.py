@@ -166,8 +166,15 @@ class Snakemake:
 
     @staticmethod
     def outputs(name: str) -> dict:
-        from snakemake.io import directory
-        return {opt: directory(o.path) if o.directory else o.path for opt, o in BY_NAME[name].outs.items()}
+        """Named outputs; those a row marks `report` flagged for Snakemake's own report."""
+        from snakemake.io import directory, report
+        stage = BY_NAME[name]
+        sub = "{exp}" if stage.foreach == "experiments" else None
+
+        def flagged(o):
+            path = directory(o.path) if o.directory else o.path
+            return report(path, category=o.report, subcategory=sub) if o.report else path
+        return {opt: flagged(o) for opt, o in stage.outs.items()}
 
     @staticmethod
     def shell(stage: Stage) -> str:

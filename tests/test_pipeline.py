@@ -234,6 +234,19 @@ def test_snakemake_reruns_exactly_what_changed(snakemake_built, tmp_path):
 
 # ---- DVC ----------------------------------------------------------------------------------------
 
+@pytest.mark.xdist_group("snakemake")
+def test_snakemakes_own_report_holds_the_study_report_and_each_experiments_metrics(snakemake_built, tmp_path):
+    project, demo, _ = copy_of(snakemake_built, tmp_path)
+    run(["snakemake", "--report", "results/snakemake-report.html"], cwd=project)
+    page = (project / "results/snakemake-report.html").read_text()
+    categories = json.loads(re.search(r"(?:var|const|let) categories = (\{.*?\});\s*\n", page).group(1))
+    assert categories["study"] == {"Other": ["results/report.html", "results/summary.json"]}
+    assert set(categories["experiments"]) == demo["all"]
+    for exp, files in categories["experiments"].items():
+        assert sorted(files) == [f"results/experiments/{exp}/{f}" for f in
+                                 ("confusion.csv", "history.csv", "per_class.csv", "test.json", "train.json")]
+
+
 def commit(project: Path, message: str) -> str:
     run(["git", "add", "-A"], cwd=project)
     run(["git", "commit", "-qm", message], cwd=project)
