@@ -59,6 +59,31 @@ def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
     assert rows["digits_exp03"]["reported"] is None and rows["digits_exp03"]["diff"] is None
 
 
+def _leaderboard_header(html: str) -> str:
+    return html.split('<table id="leaderboard"', 1)[1].split("</thead>", 1)[0]
+
+
+def test_a_study_without_published_figures_hides_the_seed_columns_and_names_its_best(tmp_path):
+    """The demo's case: no `reported:` anywhere, so no reported/diff/verdict columns or their notes,
+    and the overview's line names the best experiment; top-5 only where it is ever under 100."""
+    study = make_study(tmp_path, n_experiments=3)
+    html, _ = _report(tmp_path, study["study"])
+    assert "<th class=\"num\">reported</th>" in _leaderboard_header(html) and "Best on test" not in html
+    for e in study["study"]["experiments"].values():
+        e["reported"] = None
+    html, ctx = _report(tmp_path, study["study"])
+    header = _leaderboard_header(html)
+    assert "reported" not in header and "verdict" not in header and "<i>diff</i>" not in html
+    truth = study["truth"]
+    best = max(truth, key=lambda n: truth[n]["test_acc"])
+    assert re.search(rf"Best on test: {best} \(\w+ · digits\), top-1 {100 * truth[best]['test_acc']:.1f} % "
+                     rf"\(one run: no interval\)", html)
+    informative = any(100 * t["test"]["test_top5"] < 99.95 for t in truth.values())
+    assert ("top-5" in header) == informative == ctx["shown"]["top5"]
+    rows = [{**e["row"], "test_top5": 100.0} for e in ctx["experiments"]]
+    assert report.shown_columns(rows)["top5"] is False          # 100 everywhere says nothing: hidden
+
+
 def test_a_seed_figure_printed_cut_to_an_integer_is_compared_with_ours_cut_the_same_way(tmp_path):
     """seed 001 printed accuracy with %d: a 70 stands for [70, 71), so ours is floored too."""
     study = make_study(tmp_path, n_experiments=3)
@@ -335,3 +360,26 @@ def test_replicates_give_the_mean_interval_and_verdict_and_stale_runs_are_left_o
         "experiments"]["digits_exp00"]["replicate_sha256"][1]}))
     html, _ = _report(tmp_path, study_json, replicates=tmp_path / "results/replicates")
     assert "± 20.7 (3 runs)" in html and "Runs (3 of 3" in html and "54.3 – 95.7" in html
+
+
+def test_the_train_loss_panel_names_each_objective_where_they_differ(monkeypatch):
+    """Label-smoothed cross-entropy plateaus above a plain one and multi-margin is on another scale:
+    one axis says so, and each legend entry names its objective; one objective: plain labels."""
+    from pipeline.report import figures
+    assert [figures.objective(c) for c in ({}, {"label_smoothing": 0.1}, {"loss": "multi_margin"})] == \
+        ["cross-entropy", "cross-entropy, smoothing 0.1", "multi-margin"]
+    runs = [pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "val_acc": [0.5, 0.7]})]
+    seen = {}
+    original = figures.to_uri
+
+    def keep(fig):
+        seen["texts"] = [t.get_text() for ax in fig.axes for t in [ax.title]] + \
+            [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+        seen["ticks"] = fig.axes[0].xaxis.get_major_locator()._integer
+        return original(fig)
+    monkeypatch.setattr(figures, "to_uri", keep)
+    figures.dataset_curves({"a": runs, "b": runs}, {"a": "cross-entropy", "b": "multi-margin"})
+    assert "train loss (objectives differ: see legend)" in seen["texts"]
+    assert "a [cross-entropy]" in seen["texts"] and "b [multi-margin]" in seen["texts"] and seen["ticks"]
+    figures.dataset_curves({"a": runs, "b": runs}, {"a": "cross-entropy", "b": "cross-entropy"})
+    assert "train loss" in seen["texts"] and "a" in seen["texts"]

@@ -81,13 +81,15 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
         if draw:
             ds["bars"] = figures.accuracy_bars([e["row"] for e in ds_exps])
             with_history = {e["name"]: collect.histories(e) for e in ds_exps if collect.histories(e)}
-            ds["curves"] = figures.dataset_curves(with_history) if with_history else None
+            objectives = {e["name"]: figures.objective(e["config"]) for e in ds_exps}
+            ds["curves"] = figures.dataset_curves(with_history, objectives) if with_history else None
             train = collect.load_images(ds, "train")
             ds["samples"] = (figures.class_samples(*train, ds["meta"]["classes"])
                              if train is not None and ds["meta"] else None)
         datasets.append(ds)
     tables = collect.ablations(exps)
     summary = collect.summary(exps, tables)
+    rows = [e["row"] for e in exps]
     finished = [e["finished"] for e in exps if e["finished"]]
     times = [e["row"]["train_time_s"] for e in exps if e["row"]["train_time_s"] is not None]
     return {
@@ -99,7 +101,26 @@ def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs:
         "first_finished": min(finished, default=None), "last_finished": max(finished, default=None),
         "total_train_s": sum(times), "n_ok": sum(e["status"] == "ok" for e in exps),
         "report_python": platform.python_version(), "figures": draw,
+        "shown": shown_columns(rows), "best": best_on_test(rows),
     }
+
+
+def shown_columns(rows: list[dict]) -> dict[str, bool]:
+    """Which leaderboard columns and notes say something for this study: the seed's figure, diff and
+    verdict only where some experiment has one; test top-5 only where some value is under 100 (with
+    5 classes or fewer, or an easy data set, it is 100 throughout); replicates, cut and peak figures
+    only where used."""
+    return {"seed": any(r["reported"] is not None for r in rows),
+            "top5": any(r["test_top5"] is not None and r["test_top5"] < 99.95 for r in rows),
+            "replicates": any(r["runs_wanted"] > 1 for r in rows),
+            "cut": any(r["reported_truncated"] for r in rows), "peak": any(r["reported_peak"] for r in rows)}
+
+
+def best_on_test(rows: list[dict]) -> dict | None:
+    """The experiment with the highest mean test top-1, for the overview's line where a study has
+    no published figure to reproduce (ties: the first in params.yaml's order)."""
+    scored = [r for r in rows if r["test_spread"] is not None]
+    return max(scored, key=lambda r: r["test_spread"].mean, default=None)
 
 
 def _fmt_pct(x, signed: bool = False) -> str:

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on CI machines or cluster nodes
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -108,22 +109,40 @@ def _mean_band(ax, runs: list, column: str, scale: float = 1.0, **style):
     return line
 
 
-def dataset_curves(runs_by_experiment: dict[str, list]) -> str:
+def objective(config: dict) -> str:
+    """The training objective a train loss measures, in words."""
+    if config.get("loss", "cross_entropy") == "multi_margin":
+        return "multi-margin"
+    smoothing = config.get("label_smoothing", 0)
+    return f"cross-entropy, smoothing {smoothing:g}" if smoothing else "cross-entropy"
+
+
+def dataset_curves(runs_by_experiment: dict[str, list], objectives: dict[str, str] | None = None) -> str:
     """Train loss, val loss and val accuracy per epoch, every experiment of one data set overlaid:
-    the mean over its runs, and their range as a band; one legend for the three panels, below them."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
-    for name, runs in runs_by_experiment.items():
+    the mean over its runs, and their range as a band; one legend for the three panels, below them.
+    Where the experiments train on different objectives (`objectives`: name -> objective), the
+    train-loss panel says so and each legend entry names its own: a smoothed cross-entropy cannot
+    fall as low as a plain one, nor is a multi-margin loss on its scale. Past ten experiments the
+    colours repeat, dashed."""
+    mixed = len(set((objectives or {}).values())) > 1
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), layout="constrained")
+    for i, (name, runs) in enumerate(runs_by_experiment.items()):
         label = _short(name, 32) + (f" ({len(runs)} runs)" if len(runs) > 1 else "")
-        line = _mean_band(axes[0], runs, "train_loss", label=label)
-        _mean_band(axes[1], runs, "val_loss", color=line.get_color())
-        _mean_band(axes[2], runs, "val_acc", 100, color=line.get_color())
-    for ax, title in zip(axes, ("train loss", "val loss", "val accuracy (%)")):
+        label += f" [{objectives[name]}]" if mixed else ""
+        ls = styles[(i // 10) % len(styles)]                     # the 11th on: tab10's colours again, dashed
+        line = _mean_band(axes[0], runs, "train_loss", label=label, ls=ls)
+        _mean_band(axes[1], runs, "val_loss", color=line.get_color(), ls=ls)
+        _mean_band(axes[2], runs, "val_acc", 100, color=line.get_color(), ls=ls)
+    train_title = "train loss (objectives differ: see legend)" if mixed else "train loss"
+    for ax, title in zip(axes, (train_title, "val loss (cross-entropy)", "val accuracy (%)")):
         ax.set_title(title, fontsize=12)
         ax.set_xlabel("epoch", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # whole epochs, never 1.5
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", fontsize=10, frameon=False,
-               ncols=min(len(runs_by_experiment), 5))
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", fontsize=13, frameon=False,
+               ncols=min(len(runs_by_experiment), 3 if mixed else 4))
     return to_uri(fig)
 
 
@@ -142,6 +161,7 @@ def experiment_curves(runs: list, kept_epoch: int | None) -> str:
             ax.axvline(kept_epoch, color="#c0392b", lw=1.5, label=f"kept (epoch {kept_epoch})")
         ax.set_title(title, fontsize=12)
         ax.set_xlabel("epoch", fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # whole epochs, never 1.5
         ax.tick_params(labelsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=10)
