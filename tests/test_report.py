@@ -74,6 +74,7 @@ def test_a_study_without_published_figures_hides_the_seed_columns_and_names_its_
     html, ctx = _report(tmp_path, study["study"])
     header = _leaderboard_header(html)
     assert "reported" not in header and "verdict" not in header and "<i>diff</i>" not in html
+    assert "no interval is shown." in html and "allowance" not in html.split('id="leaderboard-section"')[1]
     truth = study["truth"]
     best = max(truth, key=lambda n: truth[n]["test_acc"])
     assert re.search(rf"Best on test: {best} \(\w+ · digits\), top-1 {100 * truth[best]['test_acc']:.1f} % "
