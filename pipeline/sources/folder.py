@@ -38,9 +38,9 @@ def walk(root: Path) -> Iterator[tuple[str, Path, bool]]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(folder).relative_to(root)
         for name, is_dir in [(d, True) for d in dirnames] + [(f, False) for f in sorted(filenames)]:
-            path = Path(folder) / name
             if name.startswith("."):
                 continue
+            path = Path(folder) / name
             if path.is_symlink():
                 raise PipelineError(
                     f"{path} is a symbolic link (to {os.readlink(path)}): image folders, like archives, take no "
