@@ -22,9 +22,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import augment, data, distributed, inference, layers, models, recipes, resume
+from pipeline import augment, data, distributed, inference, layers, live, models, recipes, resume
 from pipeline.params import config_hash
-from pipeline.stage import PipelineError
+from pipeline.stage import PipelineError, on_signal
 
 log = logging.getLogger("pipeline.engine")
 
@@ -223,23 +223,35 @@ def _loss_limit(history: list[dict]) -> float | None:
 class TrainOutputs:
     """The files the train stage writes (the layer table is optional)."""
     model: Path
-    history: Path
+    live: Path            # the per-epoch log (pipeline/live.py), a folder
     metrics: Path
     run: Path
     layers: Path | None = None
 
     @classmethod
     def in_folder(cls, folder: Path, layers: bool = True) -> TrainOutputs:
-        return cls(folder / "model.pt", folder / "history.csv", folder / "train.json", folder / "run.json",
+        return cls(folder / "model.pt", folder / "live", folder / "train.json", folder / "run.json",
                    folder / "layers.csv" if layers else None)
 
 
 def fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None = None) -> dict:
-    """Train one experiment, keeping the best-val (or last) checkpoint; write history, metrics, run record
-    (resolved config, library versions, sizes) and layer table. Returns metrics + run record."""
+    """Train one experiment, keeping the best-val (or last) checkpoint; log each epoch (pipeline/live.py);
+    write metrics, run record (resolved config, library versions, sizes) and layer table. Returns
+    metrics + run record. A run that fails leaves no log behind (its resume state stays)."""
     ranks = distributed.current()
-    if ranks.world == 1:
-        return _fit(config, prepared, stats, out, experiments, ranks, inference.pick_device(config["device"]))
+    remove_log = (lambda: live.remove(out.live)) if ranks.main else (lambda: None)
+    try:
+        with on_signal(remove_log):           # SIGTERM / SIGINT: the stage's handler calls it
+            if ranks.world == 1:
+                return _fit(config, prepared, stats, out, experiments, ranks, inference.pick_device(config["device"]))
+            return _fit_distributed(config, prepared, stats, out, experiments, ranks)
+    except BaseException:
+        remove_log()
+        raise
+
+
+def _fit_distributed(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None,
+                     ranks: distributed.Ranks) -> dict:
     cuda = torch.cuda.is_available() and config["device"] != "cpu"
     device = torch.device("cuda", ranks.local) if cuda else torch.device("cpu")
     if cuda:
@@ -281,6 +293,9 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         history, kept, kept_state = state["history"], state["kept"], state["kept_state"]
         epoch_times, elapsed, stopped = state["epoch_times"], state["elapsed"], state["stopped"]
         log.info("resuming %s after epoch %d (from %s)", config["name"], len(history), state_file)
+    epochs_log = live.open_log(out.live) if ranks.main else None
+    if epochs_log is not None and history:
+        live.log_epochs(epochs_log, history)
     start = saved_at = time.perf_counter() - elapsed
     for epoch in range(len(history) + 1, config["epochs"] + 1):
         if stopped:
@@ -301,6 +316,8 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         val_loss, val_acc = score_val_split(eval_model, val, config["eval_batch_size"], precision, nhwc, ranks)
         history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                         "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
+        if epochs_log is not None:
+            live.log_epochs(epochs_log, history)
         log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", epoch, config["epochs"],
                  lr, train_loss, train_acc, _fmt(val_loss), _fmt(val_acc))
         # The checkpoint kept: the best on val (never on test), or the last epoch's (the seeds' way).
@@ -339,7 +356,7 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
         table = layers.layer_table(model.net.cpu(), meta["channels"], size) if out.layers else None
         checkpoint = {"state_dict": kept_state, "config": config, "meta": meta, "stats": stats,
                       "epoch": kept["epoch"]}
-        _write(out, checkpoint, history, table, metrics, run)
+        _write(out, checkpoint, table, metrics, run)
         resume.remove(state_file)
     return {**metrics, **run}
 
@@ -385,12 +402,10 @@ def he_init(net: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _write(out: TrainOutputs, checkpoint: dict, history: list[dict], table, metrics: dict, run: dict) -> None:
+def _write(out: TrainOutputs, checkpoint: dict, table, metrics: dict, run: dict) -> None:
     from pipeline.stage import atomic_path
     with atomic_path(out.model) as tmp:
         torch.save(checkpoint, tmp)
-    with atomic_path(out.history) as tmp:
-        tmp.write_text(_csv(history))
     if out.layers:
         with atomic_path(out.layers) as tmp:
             table.to_csv(tmp, index=False)
@@ -428,12 +443,5 @@ def out_of_memory(config: dict, device: torch.device) -> str:
     bs = config["batch_size"]
     return (f"experiment {config['name']}: {device} ran out of memory at batch_size {bs} ({name}, "
             f"{total:.0f} GiB): nothing written; try batch_size: {max(1, bs // 2)}")
-
-
-def _csv(rows: list[dict]) -> str:
-    """history.csv; a missing value (no val split) is an empty field, as pandas reads NaN."""
-    keys = list(rows[0])
-    return "\n".join([",".join(keys)] + [",".join("" if r[k] is None else repr(r[k]) for k in keys)
-                                         for r in rows]) + "\n"
 
 

@@ -1,6 +1,6 @@
 """Training recipes chosen by params: optimizer, learning-rate schedule, loss, early stopping.
 
-Schedules step once per epoch (after validation), so history.csv's `lr` column is the rate each
+Schedules step once per epoch (after validation), so the logged lr (live/plots/custom/lr.json) is the rate each
 epoch trained with, the unit the seeds report their schedules in:
 
     scheduler: {name: none}

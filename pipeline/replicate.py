@@ -6,7 +6,7 @@
 
 --config lists the runs' resolved configs, as configure writes them (none when N = 1: the folder is
 then empty). Each run is trained and evaluated by the train and evaluate stages' own commands, so
-<out>/<i>/ holds exactly the files of a one-run experiment (model.pt, history.csv, train.json,
+<out>/<i>/ holds exactly the files of a one-run experiment (model.pt, live/, train.json,
 run.json, layers.csv, test.json, per_class.csv, predictions.csv, confusion.csv), plus the run's
 config.json. Run 0 is the experiment's own (its train and evaluate jobs); the report takes the mean
 and interval over all N.

@@ -26,7 +26,8 @@ class PipelineError(Exception):
 @dataclass(frozen=True)
 class Out:
     path: str
-    kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | plot (`dvc plots`)
+    kind: str = "out"          # out | metric (`dvc metrics`, `dvc exp show`) | live (a DVCLive folder
+                               # (pipeline/live.py): its metrics.json metrics, its plot files `dvc plots`)
     directory: bool = False
     persist: bool = False      # DVC leaves it in place while the stage runs (and keeps no run-cache entry)
     report: str = ""           # the category it is shown under in Snakemake's own report (`snakemake

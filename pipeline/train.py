@@ -2,15 +2,16 @@
 
     python -m pipeline.train --config results/configs/experiments/digits_mlp.json \
         --prepared data/prepared/digits --stats data/stats/digits.json \
-        --model results/experiments/digits_mlp/model.pt --history results/experiments/digits_mlp/history.csv \
+        --model results/experiments/digits_mlp/model.pt --live results/experiments/digits_mlp/live \
         --metrics results/experiments/digits_mlp/train.json --run results/experiments/digits_mlp/run.json \
         --layers results/experiments/digits_mlp/layers.csv --experiments results/experiments
 
---config is the experiment's resolved config, as the configure stage writes it. history.csv has one
-row per epoch and is what `dvc plots` draws: train_loss (the training objective: label-smoothed or
-multi-margin where the recipe says so, averaged over the epoch's steps) and train_acc, val_loss
-(plain cross-entropy, as evaluate's test loss, so the two compare) and val_acc (empty without a
-val split), and the epoch's lr. train.json (the kept epoch, its val accuracy and train loss, epochs
+--config is the experiment's resolved config, as the configure stage writes it. live/ is the
+per-epoch log, written through DVCLive after each epoch (pipeline/live.py: what `dvc exp show` and
+`dvc plots show` read): train loss (the training objective: label-smoothed or multi-margin where the
+recipe says so, averaged over the epoch's steps) and accuracy, val loss (plain cross-entropy, as
+evaluate's test loss, so the two compare) and accuracy (none without a val split), and the epoch's
+lr. train.json (the kept epoch, its val accuracy and train loss, epochs
 run, train time) holds its scalars; run.json holds the resolved config, library
 versions, device and parameter counts; layers.csv is the model's layer table (pipeline/layers.py).
 --experiments is the folder holding other experiments' checkpoints, read only when the config's
@@ -27,10 +28,10 @@ from pathlib import Path
 from pipeline import stage
 
 
-def train(config: dict, prepared: Path, stats_path: Path, model: Path, history: Path, metrics: Path,
+def train(config: dict, prepared: Path, stats_path: Path, model: Path, live: Path, metrics: Path,
           run: Path, layers: Path | None = None, experiments: Path | None = None) -> dict:
     from pipeline import engine  # torch is imported only once there is work to do
-    out = engine.TrainOutputs(model, history, metrics, run, layers)
+    out = engine.TrainOutputs(model, live, metrics, run, layers)
     return engine.fit(config, prepared, json.loads(stats_path.read_text()), out, experiments)
 
 
@@ -38,7 +39,7 @@ EXP = stage.EXP
 ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "train", "experiments", gpus="devices",
     deps={"config": "results/configs/experiments/{exp}.json", "prepared": stage.DS, "stats": "data/stats/{dataset}.json"},
-    outs={"model": stage.Out(f"{EXP}/model.pt"), "history": stage.Out(f"{EXP}/history.csv", "plot", report="experiments"),
+    outs={"model": stage.Out(f"{EXP}/model.pt"), "live": stage.Out(f"{EXP}/live", "live"),
           "metrics": stage.Out(f"{EXP}/train.json", report="experiments"), "run": stage.Out(f"{EXP}/run.json"),
           "layers": stage.Out(f"{EXP}/layers.csv")},
     args={"experiments": "results/experiments"},      # parents' checkpoints (`pretrained: <exp>`)
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             raise stage.PipelineError(f"experiment {config['name']}: training on {devices} devices failed "
                                       f"(torchrun exit {code}; the ranks' errors are above)")
         return
-    train(config, args.prepared, args.stats, args.model, args.history, args.metrics, args.run,
+    train(config, args.prepared, args.stats, args.model, args.live, args.metrics, args.run,
           args.layers, args.experiments)
 
 

@@ -21,8 +21,8 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline import configure, download, evaluate, imports, prepare, replicate, report, stats, train
-from pipeline.stage import Gather, Stage
+from pipeline import configure, download, evaluate, imports, live, prepare, replicate, report, stats, train
+from pipeline.stage import Gather, Out, Stage
 
 ROOT, PACKAGE = imports.ROOT, imports.PACKAGE
 code_deps = imports.code_deps
@@ -41,7 +41,8 @@ def command(stage: Stage, fill) -> str:
     parts = [f"python -m {stage.module}"]
     parts += [f"--{opt} {fill('gather', opt, dep.path) if isinstance(dep, Gather) else fill('input', opt, dep)}"
               for opt, dep in stage.deps.items()]
-    parts += [f"--{opt} {fill('output', opt, out.path)}" for opt, out in stage.outs.items()]
+    parts += [f"--{opt} {fill('live' if out.kind == 'live' else 'output', opt, out.path)}"
+              for opt, out in stage.outs.items()]
     parts += [f"--{opt} {value}" for opt, value in stage.args.items()]
     parts.append(f"--log {fill('log', 'log', stage.log)}")
     return " ".join(parts)
@@ -68,24 +69,37 @@ def package_deps(files: tuple[str, ...]) -> list[str]:
     return sorted(files | packages)
 
 
+def files(out: Out) -> list[str]:
+    """The path templates of an output's files: a DVCLive folder's (pipeline/live.py), else its own."""
+    return [f"{out.path}/{f}" for f in live.FILES] if out.kind == "live" else [out.path]
+
+
+def stage_key(stage: Stage) -> str:
+    """The template of the entry a foreach stage's job is for ({exp}, {ds}), "" for a single job."""
+    return {"experiments": "{exp}", "datasets": "{ds}", None: ""}[stage.foreach]
+
+
 def dvc_stage(stage: Stage) -> dict:
     body: dict = {"cmd": command(stage, lambda kind, opt, t: _dvc_path(t))}
     deps = [_dvc_path(d.path if isinstance(d, Gather) else d) for d in stage.deps.values()]
     body["deps"] = deps + package_deps(code_deps(stage.module))
     if stage.params:
         body["params"] = [{path: None} for path in stage.params]
-    for kind, key in (("out", "outs"), ("metric", "metrics"), ("plot", "plots")):
-        outs = [o for o in stage.outs.values() if o.kind == kind]
-        if outs:
-            body[key] = [{_dvc_path(o.path): PLOT_AXES} if kind == "plot"
-                         else {_dvc_path(o.path): {"persist": True}} if o.persist else _dvc_path(o.path)
-                         for o in outs]
+    entries: dict[str, list] = {"outs": [], "metrics": [], "plots": []}
+    for o in stage.outs.values():
+        path = _dvc_path(o.path)
+        if o.kind == "live":      # a DVCLive folder: its summary is metrics, its plot files plots
+            entries["metrics"].append(f"{path}/{live.SUMMARY_FILE}")
+            entries["plots"] += [{f"{path}/{live.plot_file(name)}": live.plot_props(name, _dvc_path(stage_key(stage)))}
+                                 for name in live.PLOTS]
+        else:
+            entries[{"out": "outs", "metric": "metrics"}[o.kind]].append({path: {"persist": True}} if o.persist else path)
+    body.update({key: value for key, value in entries.items() if value})
     if stage.foreach:
         return {"foreach": "${" + stage.foreach + "}", "do": body}
     return body
 
 
-PLOT_AXES = {"x": "epoch", "y": "val_acc"}   # history.csv: one row per epoch
 DVC_HEADER = """\
 # Generated from pipeline/wiring.py by `python -m pipeline.wiring dvc.yaml`: edit that file, not this.
 # The same stages as the Snakefile; every output is cached, so `dvc exp`, `dvc push/pull`,
@@ -124,7 +138,7 @@ class Snakemake:
         stage = BY_NAME[name]
         keys = self.params[stage.foreach] if stage.foreach else [None]
         w = self.WILDCARD.get(stage.foreach)
-        return [out.path.format(**({w: k} if w else {})) for k in keys for out in stage.outs.values()]
+        return [f.format(**({w: k} if w else {})) for k in keys for out in stage.outs.values() for f in files(out)]
 
     def inputs(self, name: str) -> dict:
         """Named inputs (functions of the job's wildcards) plus the code the stage imports."""
@@ -174,12 +188,19 @@ class Snakemake:
         def flagged(o):
             path = directory(o.path) if o.directory else o.path
             return report(path, category=o.report, subcategory=sub) if o.report else path
-        return {opt: flagged(o) for opt, o in stage.outs.items()}
+        named = {}
+        for opt, o in stage.outs.items():
+            if o.kind == "live":     # its files, one output each (as DVC has them), never the folder
+                named.update({f"{opt}_{Path(f).stem}": f for f in files(o)})
+            else:
+                named[opt] = flagged(o)
+        return named
 
     @staticmethod
     def shell(stage: Stage) -> str:
         def fill(kind, opt, template):
-            return {"log": "{log}", "gather": template}.get(kind, f"{{{kind}.{opt}}}")
+            live_folder = template.replace("{exp}", "{wildcards.exp}")      # its files are the outputs
+            return {"log": "{log}", "gather": template, "live": live_folder}.get(kind, f"{{{kind}.{opt}}}")
         return command(stage, fill)
 
 
@@ -218,7 +239,7 @@ def jobs(params: dict) -> dict[str, tuple[set[str], set[str]]]:
             reads = gathered | {study._fill(dep, w) for dep in stage.deps.values() if not isinstance(dep, Gather)}
             if stage.name in EXTRA_INPUTS and key:
                 reads.update(EXTRA_INPUTS[stage.name](params, w))
-            writes = {study._fill(o.path, w) for o in stage.outs.values()}
+            writes = {study._fill(f, w) for o in stage.outs.values() for f in files(o)}
             found[f"{stage.name}@{key}" if key else stage.name] = (reads, writes)
     return found
 

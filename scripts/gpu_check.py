@@ -107,7 +107,7 @@ def smoke(args, work: Path) -> dict:
 def deterministic(args, work: Path, cifar10_project: Path) -> dict:
     """cifarnet_best_jpeg's resolved config with `deterministic: true`, trained twice by the train stage."""
     import torch
-    import pandas as pd
+    from pipeline import live
     project = cifar10_project
     config = json.loads((project / "results/configs/experiments/cifarnet_best_jpeg.json").read_text())
     config.update(deterministic=True, **({"epochs": 1} if args.tiny else {}))
@@ -117,7 +117,7 @@ def deterministic(args, work: Path, cifar10_project: Path) -> dict:
         d = work / f"det{k}"
         cmd = [sys.executable, "-m", "pipeline.train", "--config", str(work / "det.json"),
                "--prepared", "data/prepared/cifar10_jpeg", "--stats", "data/stats/cifar10_jpeg.json",
-               "--model", str(d / "model.pt"), "--history", str(d / "history.csv"), "--metrics", str(d / "train.json"),
+               "--model", str(d / "model.pt"), "--live", str(d / "live"), "--metrics", str(d / "train.json"),
                "--run", str(d / "run.json"), "--layers", str(d / "layers.csv"), "--experiments", "results/experiments"]
         start = time.perf_counter()
         subprocess.run(cmd, cwd=project, env=_env(work), check=True, capture_output=True)
@@ -125,7 +125,7 @@ def deterministic(args, work: Path, cifar10_project: Path) -> dict:
     (a, ta), (b, tb) = runs
     sa, sb = (torch.load(d / "model.pt", map_location="cpu", weights_only=False)["state_dict"] for d in (a, b))
     same_weights = sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    same_history = pd.read_csv(a / "history.csv").drop(columns=[], errors="ignore").equals(pd.read_csv(b / "history.csv"))
+    same_history = live.read_history(a / "live").equals(live.read_history(b / "live"))
     return {"epochs": config["epochs"], "seconds": [round(ta, 1), round(tb, 1)],
             "identical_weights": same_weights, "identical_history": same_history,
             "ok": same_weights and same_history}

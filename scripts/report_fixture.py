@@ -22,7 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipeline import configure  # noqa: E402
+from pipeline import configure, live  # noqa: E402
 from pipeline import params as params_mod  # noqa: E402
 
 # name -> (classes, image size, channels, test images): shaped like the study's real data sets
@@ -71,8 +71,11 @@ def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[st
     np.add.at(cm, (labels, pred), 1)
     acc = float((pred == labels).mean())
     ep = np.arange(1, epochs_run + 1)
-    pd.DataFrame({"epoch": ep, "train_loss": 2 / ep, "train_acc": 1 - 0.5 / ep, "val_loss": 2.2 / ep,
-                  "val_acc": acc - 0.3 / ep, "lr": 0.05}).to_csv(d / "history.csv", index=False)
+    epochs_log = live.open_log(d / "live")
+    history = pd.DataFrame({"epoch": ep, "train_loss": 2 / ep, "train_acc": 1 - 0.5 / ep, "val_loss": 2.2 / ep,
+                            "val_acc": acc - 0.3 / ep, "lr": 0.05}).to_dict("records")
+    for epoch in ep:
+        live.log_epochs(epochs_log, history[:epoch])
     # train.json: scalars only (what `dvc exp show` lists); run.json: what the run was
     train = {"epoch": epochs_run, "val_acc": acc - 0.3 / epochs_run, "train_loss": 2 / epochs_run,
              "epochs_run": epochs_run, "train_time_s": 1.5 * wrong_every}

@@ -31,6 +31,11 @@ def copy_project(dest: Path) -> Path:
     return copy_checkout(dest)
 
 
+def files_in(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder`, by its path there: two folders compared byte for byte."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def tool_env() -> dict:
     # One torch thread per stage process: tests run on both cores in parallel (pytest -n 2).
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONUNBUFFERED="1",

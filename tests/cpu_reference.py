@@ -52,8 +52,8 @@ def demo_params() -> dict:
 
 def histories(work: Path) -> dict[str, list[dict]]:
     """Train every demo experiment in order (parents first), on one CPU thread; its per-epoch
-    history rows, as exact text."""
-    from pipeline import engine
+    history rows (pipeline/live.py's log), as text."""
+    from pipeline import engine, live
     from pipeline import params as P
     prepared = digits_prepared(work / "prepared")
     stats = json.loads((prepared / "stats.json").read_text())
@@ -63,8 +63,9 @@ def histories(work: Path) -> dict[str, list[dict]]:
         d.mkdir(parents=True)
         engine.fit(P.experiment_config(p, name), prepared, stats, engine.TrainOutputs.in_folder(d, layers=False),
                    work / "experiments")
-        lines = (d / "history.csv").read_text().split()
-        out[name] = [dict(zip(lines[0].split(","), row.split(","))) for row in lines[1:]]   # exact text
+        frame = live.read_history(d / "live")
+        frame[["train_acc", "val_acc"]] /= 100                   # the reference's fractions (to its tolerance)
+        out[name] = [{k: repr(int(v) if k == "epoch" else v) for k, v in row.items()} for row in frame.to_dict("records")]
     return out
 
 

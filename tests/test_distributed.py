@@ -6,13 +6,12 @@ import json
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 import torch
 
 from conftest import ROOT, training_defaults
 from cpu_reference import digits_prepared
-from pipeline import inference
+from pipeline import inference, live
 
 DEFAULTS = training_defaults()
 
@@ -20,7 +19,7 @@ DEFAULTS = training_defaults()
 def run_train(config: dict, prepared, out, *extra) -> subprocess.CompletedProcess:
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(config))
-    files = {name: out / f for name, f in (("model", "model.pt"), ("history", "history.csv"),
+    files = {name: out / f for name, f in (("model", "model.pt"), ("live", "live"),
                                             ("metrics", "train.json"), ("run", "run.json"), ("layers", "layers.csv"))}
     cmd = [sys.executable, "-m", "pipeline.train", "--config", out / "config.json", "--prepared", prepared,
            "--stats", prepared / "stats.json", "--log", out / "train.log",
@@ -34,7 +33,7 @@ def test_two_processes_train_one_experiment_as_one_does(tmp_path):
               "model": {"name": "lenet", "channels": [8], "fc": [32]}, "augment": [{"name": "crop", "padding": 1}]}
     p = run_train({**config, "devices": 2}, prepared, tmp_path / "two")
     assert p.returncode == 0, p.stderr[-3000:]
-    two = pd.read_csv(tmp_path / "two" / "history.csv")
+    two = live.read_history(tmp_path / "two" / "live")
     assert len(two) == 3 and two["train_loss"].iloc[-1] < two["train_loss"].iloc[0]   # it learns
     run = json.loads((tmp_path / "two" / "run.json").read_text())
     assert run["devices"] == 2 and run["config"]["devices"] == 2
@@ -42,9 +41,9 @@ def test_two_processes_train_one_experiment_as_one_does(tmp_path):
     # the same global batch, augmentation and shuffling on one process: the same first epoch
     p = run_train({**config, "devices": 1}, prepared, tmp_path / "one")
     assert p.returncode == 0, p.stderr[-3000:]
-    one = pd.read_csv(tmp_path / "one" / "history.csv")
+    one = live.read_history(tmp_path / "one" / "live")
     assert two["train_loss"].iloc[0] == pytest.approx(one["train_loss"].iloc[0], rel=1e-4)
-    assert two["val_acc"].iloc[0] == pytest.approx(one["val_acc"].iloc[0], abs=0.02)
+    assert two["val_acc"].iloc[0] == pytest.approx(one["val_acc"].iloc[0], abs=2)   # %
     # the checkpoint is a plain one: evaluate (one process) loads it
     model, ckpt, _ = inference.load_model(tmp_path / "two" / "model.pt")
     assert ckpt["epoch"] == json.loads((tmp_path / "two" / "train.json").read_text())["epoch"]

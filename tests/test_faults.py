@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, processes_of, run, tool_env, training_defaults
+from conftest import ROOT, files_in, processes_of, run, tool_env, training_defaults
 from cpu_reference import digits_prepared
 from pipeline import engine, resume
 
 DEFAULTS = training_defaults()
-OUTPUTS = ("model.pt", "history.csv", "train.json", "run.json", "layers.csv")
+OUTPUTS = {"model": "model.pt", "live": "live", "metrics": "train.json", "run": "run.json", "layers": "layers.csv"}
 
 
 def full_digits(out: Path) -> Path:
@@ -35,9 +35,8 @@ def config(**overrides) -> dict:
 
 def train_cmd(cfg_path: Path, prepared: Path, out: Path) -> list[str]:
     return [sys.executable, "-m", "pipeline.train", "--config", str(cfg_path), "--prepared", str(prepared),
-            "--stats", str(prepared / "stats.json"), *[a for f in OUTPUTS for a in (
-                f"--{ {'model.pt': 'model', 'history.csv': 'history', 'train.json': 'metrics', 'run.json': 'run', 'layers.csv': 'layers'}[f]}",
-                str(out / f))], "--log", str(out / "train.log")]
+            "--stats", str(prepared / "stats.json"), *[a for opt, f in OUTPUTS.items() for a in (f"--{opt}", str(out / f))],
+            "--log", str(out / "train.log")]
 
 
 def start_training(cfg: dict, prepared: Path, out: Path) -> subprocess.Popen:
@@ -59,7 +58,7 @@ def wait_for_log(path: Path, text: str, process: subprocess.Popen, limit_s: floa
 def outputs(out: Path) -> dict:
     state = torch.load(out / "model.pt", weights_only=True)
     run_record = json.loads((out / "run.json").read_text())
-    return {"history": (out / "history.csv").read_text(), "layers": (out / "layers.csv").read_text(),
+    return {"live": files_in(out / "live"), "layers": (out / "layers.csv").read_text(),
             "metrics": {k: v for k, v in json.loads((out / "train.json").read_text()).items() if k != "train_time_s"},
             "run": {k: v for k, v in run_record.items() if k != "epoch_times_s"},
             "weights": {k: v.numpy().tobytes() for k, v in state["state_dict"].items()}, "epoch": state["epoch"]}
@@ -90,7 +89,10 @@ def test_a_killed_training_resumes_and_ends_bit_identical(tmp_path, uninterrupte
     p.send_signal(sig)
     p.wait(timeout=60)
     assert p.returncode != 0
-    assert not [f for f in OUTPUTS if (killed / f).exists()]                 # nothing under a final name
+    # nothing under a final name, but the epoch log (live/): written as training goes, for `dvc exp
+    # show` to follow, a kill -9 leaves the epochs it finished there (the rerun writes it afresh)
+    left = [f for f in OUTPUTS.values() if (killed / f).exists()]
+    assert left == (["live"] if sig == signal.SIGKILL else [])
     assert resume.state_path(killed / "model.pt").exists()
     p = start_training(RESUMABLE, prepared, killed)                           # the rerun, by the stage CLI
     assert p.wait(timeout=600) == 0, p.stderr.read()
@@ -124,7 +126,7 @@ def test_divergence_is_one_line_and_writes_nothing(tmp_path, lr, loss):
     assert f"(lr {lr:g}): nothing written; lower lr (e.g. lr: 0.1) or clip gradients" in line
     if loss:
         assert f"loss {loss}" in line
-    assert not [f for f in OUTPUTS if (tmp_path / "out" / f).exists()]
+    assert not [f for f in OUTPUTS.values() if (tmp_path / "out" / f).exists()]
 
 
 def test_divergence_spread_over_epochs_is_caught(tmp_path):
@@ -137,7 +139,7 @@ def test_divergence_spread_over_epochs_is_caught(tmp_path):
     line = err.strip().splitlines()[-1]
     assert line.startswith("error: experiment t diverged in epoch 2, step 1: loss "), line
     assert float(line.split("loss ")[1].split()[0]) > engine.EXPLODED
-    assert not [f for f in OUTPUTS if (tmp_path / "out" / f).exists()]
+    assert not [f for f in OUTPUTS.values() if (tmp_path / "out" / f).exists()]
 
 
 def test_grad_clip_keeps_a_too_high_lr_finite(tmp_path):

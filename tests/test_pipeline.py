@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from conftest import command_line, copy_project, processes_of, run, tool_env
+from conftest import command_line, copy_project, files_in, processes_of, run, tool_env
+from pipeline import live
 
 pytestmark = pytest.mark.integration
 DATA_STAGES = ("download", "prepare", "stats")
@@ -244,7 +245,7 @@ def test_snakemakes_own_report_holds_the_study_report_and_each_experiments_metri
     assert set(categories["experiments"]) == demo["all"]
     for exp, files in categories["experiments"].items():
         assert sorted(files) == [f"results/experiments/{exp}/{f}" for f in
-                                 ("confusion.csv", "history.csv", "per_class.csv", "test.json", "train.json")]
+                                 ("confusion.csv", "per_class.csv", "test.json", "train.json")]
 
 
 def commit(project: Path, message: str) -> str:
@@ -292,12 +293,20 @@ def test_dvc_run_cache_experiments_and_overrides(dvc_built, tmp_path):
     ran, _ = dvc(project, "exp", "run", "-S", "+experiments.digits_mlp.lr=0.1")
     assert by_stage(ran, "train") == {"digits_mlp", "mlp_child"}     # the child carries its parent's config
 
-    # one metrics file: the verdict counts and each experiment's mean test top-1 and interval
+    # the metrics: the study's summary (the verdict counts, each experiment's mean test top-1 and
+    # interval), and each experiment's last epoch as DVCLive wrote it (pipeline/live.py)
     [workspace] = [row["data"] for row in json.loads(run(["dvc", "exp", "show", "--json"], cwd=project).stdout)
                    if row["rev"] == "workspace"]
-    assert list(workspace["metrics"]) == ["results/summary.json"]
-    summary = workspace["metrics"]["results/summary.json"]["data"]
     names = list(yaml.load(project / "params.yaml")["experiments"])
+    logs = [f"results/experiments/{name}/live/metrics.json" for name in names]
+    assert sorted(workspace["metrics"]) == sorted(["results/summary.json", *logs])
+    for path in logs:
+        shown, history = workspace["metrics"][path]["data"], live.read_history(project / Path(path).parent)
+        assert shown == json.loads((project / path).read_text())
+        last = history.iloc[-1]
+        assert (shown["step"], shown["val"]["acc"], shown["train"]["loss"]) == \
+               (last["epoch"], last["val_acc"], last["train_loss"])
+    summary = workspace["metrics"]["results/summary.json"]["data"]
     verdicts = {"reproduced": 0, "above": 0, "below": 0, "not_run": 0}   # no seed figures here
     assert summary["seed_figures"] == summary["ablation_changes"] == verdicts
     assert list(summary["test_top1"]) == names and all(0 <= v <= 100 for v in summary["test_top1"].values())
@@ -316,8 +325,10 @@ def test_dvc_run_cache_experiments_and_overrides(dvc_built, tmp_path):
     page = (project / "plots_diff/index.html").read_text()
     assert "cdn.jsdelivr" not in page and f'"rev": "{exp_name}"' in page and '"rev": "workspace"' in page
     drawn = offline_plots(project / "plots_diff/index.html")
-    assert drawn["vegaEmbed"] == "function" and drawn["charts"] == len(names), drawn
-    assert set(drawn["colours"]) == {2}, drawn    # each chart: the workspace's curve and the experiment's
+    # per experiment its loss, accuracy and lr; each chart: the workspace's curves and the experiment's
+    assert drawn["vegaEmbed"] == "function" and drawn["charts"] == 3 * len(names), drawn
+    assert set(drawn["colours"]) == {2}, drawn
+    assert drawn["epochs"] and all(e.isdigit() for e in drawn["epochs"]), drawn       # whole epochs only
 
     # apply an experiment: a consistent workspace
     _, out = dvc(project, "exp", "apply", exp_name)
@@ -367,8 +378,8 @@ def test_both_tools_read_params_yaml_alike(project):
 
 def offline_plots(page: Path) -> dict:
     """A DVC plots page opened in headless Chromium with every host name unresolvable: whether
-    vega-embed loaded, how many charts it drew (SVG), and the colours of the lines drawn in each
-    (one per revision)."""
+    vega-embed loaded, how many charts it drew (SVG), the colours of the lines drawn in each (one
+    per revision), and the labels of their x (epoch) axes."""
     import sys
     from conftest import ROOT
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -381,7 +392,9 @@ def offline_plots(page: Path) -> dict:
             const charts = Array.from(document.querySelectorAll('.vega-embed svg.marks'));
             done({vegaEmbed: typeof vegaEmbed, charts: charts.length, colours: charts.map(svg => new Set(
                 Array.from(svg.querySelectorAll('g.mark-line path')).filter(p => p.getAttribute('d'))
-                     .map(p => p.getAttribute('stroke'))).size)});
+                     .map(p => p.getAttribute('stroke'))).size),
+                  epochs: Array.from(document.querySelectorAll('g.role-axis[aria-label^="X-axis"] g.role-axis-label text'))
+                     .map(t => t.textContent)});
             }, 2000))""")
 
 
@@ -446,11 +459,11 @@ def test_dvc_queue_push_pull_and_checkout(dvc_built, tmp_path):
 
 
 def trained(project: Path, exp: str) -> dict:
-    """An experiment's weights, history and test metrics, and the threads its run.json records."""
+    """An experiment's weights, epoch log and test metrics, and the threads its run.json records."""
     import torch
     d = project / "results/experiments" / exp
     return {"weights": torch.load(d / "model.pt", weights_only=True)["state_dict"],
-            "history": (d / "history.csv").read_bytes(), "test": (d / "test.json").read_bytes(),
+            "history": files_in(d / "live"), "test": (d / "test.json").read_bytes(),
             "threads": json.loads((d / "run.json").read_text())["threads"]}
 
 

@@ -13,11 +13,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from conftest import ROOT, copy_project, run, tool_env
 from test_pipeline import edit_params
+from pipeline import live
 
 pytestmark = pytest.mark.integration
 EXPERIMENTS = ("digits_mlp", "digits_lenet")
@@ -53,7 +53,7 @@ def results(project: Path) -> dict:
         train = json.loads((d / "train.json").read_text())
         train.pop("train_time_s")
         out[exp] = {"train": train, "test": json.loads((d / "test.json").read_text()),
-                    "history": pd.read_csv(d / "history.csv").to_dict("list")}
+                    "history": live.read_history(d / "live").to_dict("list")}
     return out
 
 

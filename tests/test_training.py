@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from cpu_reference import digits_prepared
-from conftest import training_defaults
-from pipeline import engine, inference, layers, train
+from conftest import files_in, training_defaults
+from pipeline import engine, inference, layers, live, train
 from pipeline.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,10 +41,49 @@ def fit(cfg: dict, prepared: Path, out: Path, experiments: Path | None = None) -
 
 def test_training_drives_the_loss_down(prepared, tmp_path):
     m = fit(config(epochs=5, threads="auto"), prepared, tmp_path)
-    h = pd.read_csv(tmp_path / "history.csv")
+    h = live.read_history(tmp_path / "live")
     assert h["train_loss"].iloc[-1] < 0.5 * h["train_loss"].iloc[0]
     assert m["val_acc"] > 0.5
     assert m["threads"] == len(os.sched_getaffinity(0)) == torch.get_num_threads()   # auto: every core
+
+
+def test_each_epoch_is_logged_through_dvclive(prepared, tmp_path, monkeypatch):
+    """live/: the latest epoch's summary (what `dvc exp show` lists) and every epoch so far in the
+    plots' files, accuracies in %; written after each epoch, not only at the end. Run in a Git
+    repository without .dvc/ (a Snakemake-only checkout): DVCLive must not `dvc init` it."""
+    import subprocess
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "-q"], check=True)
+    seen = []
+    log_epochs = live.log_epochs
+    monkeypatch.setattr(live, "log_epochs", lambda lv, history: (
+        log_epochs(lv, history), seen.append(json.loads((tmp_path / "out" / "live" / "metrics.json").read_text()))))
+    m = fit(config(epochs=3, scheduler={"name": "step", "step_size": 1, "gamma": 0.5}), prepared, tmp_path / "out")
+    assert [s["step"] for s in seen] == [1, 2, 3] and [s["train"]["lr"] for s in seen] == pytest.approx([0.05, 0.025, 0.0125])
+    h = live.read_history(tmp_path / "out" / "live")
+    assert list(h.columns) == ["epoch", "train_loss", "val_loss", "train_acc", "val_acc", "lr"]
+    assert h["epoch"].tolist() == [1, 2, 3]
+    summary = seen[-1]
+    assert summary == {"train": {"loss": h["train_loss"].iloc[-1], "acc": h["train_acc"].iloc[-1], "lr": 0.0125},
+                       "val": {"loss": h["val_loss"].iloc[-1], "acc": h["val_acc"].iloc[-1]}, "step": 3}
+    assert sorted(str(f.relative_to(tmp_path / "out" / "live")) for f in (tmp_path / "out" / "live").rglob("*.json")) \
+        == sorted(live.FILES)                                        # what both tools declare, no more
+    assert 100 * m["val_acc"] == pytest.approx(h["val_acc"].max()) and 1 < h["val_acc"].max() <= 100   # %
+    points = json.loads((tmp_path / "out" / "live" / "plots" / "custom" / "accuracy.json").read_text())
+    assert [(p["epoch"], p["split"]) for p in points] == [(e, s) for e in (1, 2, 3) for s in ("train", "val")]
+    assert [p["accuracy"] for p in points if p["split"] == "val"] == h["val_acc"].tolist()
+    assert not (tmp_path / ".dvc").exists()
+
+
+def test_a_damaged_epoch_log_is_refused_with_its_path(prepared, tmp_path):
+    fit(config(epochs=2), prepared, tmp_path)
+    lr_file = tmp_path / "live" / "plots" / "custom" / "lr.json"
+    lr_file.write_text(lr_file.read_text()[:-20])
+    with pytest.raises(ValueError, match="lr.json"):
+        live.read_history(tmp_path / "live")
+    lr_file.write_text(json.dumps([{"epoch": 1, "split": "train", "lr": 0.05}]))   # one epoch short
+    with pytest.raises(ValueError, match="different epochs"):
+        live.read_history(tmp_path / "live")
 
 
 def test_the_thread_count_is_the_configs_whatever_the_environment(prepared, tmp_path):
@@ -61,7 +100,7 @@ def test_same_params_give_bit_identical_results(prepared, tmp_path):
     fit(cfg, prepared, tmp_path / "b")
     a, b = (torch.load(tmp_path / d / "model.pt", weights_only=True)["state_dict"] for d in "ab")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+    assert files_in(tmp_path / "a" / "live") == files_in(tmp_path / "b" / "live")
     fit({**cfg, "seed": 1}, prepared, tmp_path / "c")
     c = torch.load(tmp_path / "c" / "model.pt", weights_only=True)["state_dict"]
     assert not all(torch.equal(a[k], c[k]) for k in a)
@@ -69,7 +108,7 @@ def test_same_params_give_bit_identical_results(prepared, tmp_path):
 
 def test_best_on_val_checkpoint_and_early_stopping(prepared, tmp_path):
     m = fit(config(lr=1e-9, early_stopping=2, epochs=10), prepared, tmp_path)   # val acc cannot improve
-    h = pd.read_csv(tmp_path / "history.csv")
+    h = live.read_history(tmp_path / "live")
     assert len(h) == 3 and m["stopped_early"] and m["epochs_run"] == 3
     assert m["epoch"] == int(h["val_acc"].idxmax()) + 1 == 1
     assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] == 1
@@ -84,14 +123,15 @@ def test_last_epoch_checkpoint_without_a_val_split(prepared, tmp_path):
     np.save(no_val / "val_images.npy", np.zeros((0, 8, 8, 1), np.uint8))
     np.save(no_val / "val_labels.npy", np.zeros(0, np.int64))
     m = fit(config(checkpoint="last", epochs=3), no_val, tmp_path / "out")
-    h = pd.read_csv(tmp_path / "out" / "history.csv")
+    h = live.read_history(tmp_path / "out" / "live")
     assert h["val_acc"].isna().all() and h["val_loss"].isna().all() and len(h) == 3
     assert m["epoch"] == 3 and m["val_acc"] is None and m["train_loss"] == h["train_loss"].iloc[-1]
     assert json.loads((tmp_path / "out" / "train.json").read_text())["val_acc"] is None   # valid JSON: null
     assert torch.load(tmp_path / "out" / "model.pt", weights_only=True)["epoch"] == 3
     # with a val split, `last` keeps the last epoch even when an earlier one was better on val
     m = fit(config(checkpoint="last", lr=0.5, epochs=4), prepared, tmp_path / "last")
-    assert m["epoch"] == 4 and m["val_acc"] == pd.read_csv(tmp_path / "last" / "history.csv")["val_acc"].iloc[-1]
+    last_val_acc = live.read_history(tmp_path / "last" / "live")["val_acc"].iloc[-1]    # in %
+    assert m["epoch"] == 4 and 100 * m["val_acc"] == pytest.approx(last_val_acc)
 
 
 def test_val_loss_is_plain_cross_entropy_whatever_the_training_loss(prepared, tmp_path):
@@ -99,7 +139,7 @@ def test_val_loss_is_plain_cross_entropy_whatever_the_training_loss(prepared, tm
     val loss is not its training objective: recomputed here from the kept model."""
     from pipeline import data
     fit(config(label_smoothing=0.3, epochs=1), prepared, tmp_path)
-    h = pd.read_csv(tmp_path / "history.csv")
+    h = live.read_history(tmp_path / "live")
     model, _, _ = inference.load_model(tmp_path / "model.pt")
     val = data.load_split(prepared, "val", torch.device("cpu"))
     logits = inference.predict(model, val, 32)
@@ -160,7 +200,7 @@ def test_normalize_with_a_reports_own_constants(prepared):
 
 def test_schedule_lr_is_recorded_per_epoch(prepared, tmp_path):
     fit(config(epochs=3, scheduler={"name": "step", "step_size": 1, "gamma": 0.5}), prepared, tmp_path)
-    assert pd.read_csv(tmp_path / "history.csv")["lr"].tolist() == pytest.approx([0.05, 0.025, 0.0125])
+    assert live.read_history(tmp_path / "live")["lr"].tolist() == pytest.approx([0.05, 0.025, 0.0125])
 
 
 def test_layer_table_is_written_at_the_resized_input(prepared, tmp_path):
@@ -184,7 +224,7 @@ def test_transfer_from_another_experiment_through_the_cli(prepared, tmp_path):
         (d / "config.json").write_text(json.dumps(cfg))
         train.main(["--config", str(d / "config.json"), "--prepared", str(prepared),
                     "--stats", str(prepared / "stats.json"), "--model", str(d / "model.pt"),
-                    "--history", str(d / "history.csv"), "--metrics", str(d / "train.json"),
+                    "--live", str(d / "live"), "--metrics", str(d / "train.json"),
                     "--run", str(d / "run.json"), "--layers", str(d / "layers.csv"), "--experiments", str(exps)])
     train_cli("parent", parent_cfg)
     train_cli("child", child_cfg)

@@ -6,7 +6,7 @@ results/summary.json, the study's DVC metrics (what `dvc exp show` and `dvc metr
         --summary results/summary.json [--logs logs]
 
 Reads, per experiment of the study (study.json, written by configure), <results>/<experiment>/
-{train.json, run.json, history.csv, layers.csv, test.json, per_class.csv, predictions.csv,
+{train.json, run.json, live/ (the epochs), layers.csv, test.json, per_class.csv, predictions.csv,
 confusion.csv}, and per data set <prepared>/<ds>/ and <stats>/<ds>.json. One self-contained HTML
 file (figures embedded, no network needed). A missing or failed experiment is shown with its status
 (and its stage log's last lines when --logs is given); it does not break the report.

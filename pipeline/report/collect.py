@@ -16,19 +16,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import live
 from pipeline.report import verdict
 
 log = logging.getLogger("pipeline.report")
 
 # Files of one experiment directory, by the stage that writes them; the first of each carries the
 # digest of the config it was made from (config_sha256).
-STAGE_FILES = {"train": ("run.json", "train.json", "history.csv", "layers.csv"),
+STAGE_FILES = {"train": ("run.json", "train.json", "live", "layers.csv"),
                "evaluate": ("test.json", "per_class.csv", "predictions.csv", "confusion.csv")}
 EXPERIMENT_FILES = tuple(f for files in STAGE_FILES.values() for f in files)
 LOG_STAGES = ("configure", "train", "evaluate")  # logs/<stage>/<exp>.log, read when outputs are missing
 
 
 def _read(path: Path):
+    if path.name == "live":     # the per-epoch log, a folder (pipeline/live.py)
+        return live.read_history(path)
     if path.suffix == ".json":
         return json.loads(path.read_text())
     return pd.read_csv(path, index_col=0) if path.name == "confusion.csv" else pd.read_csv(path)
@@ -47,12 +50,12 @@ def _log_tail(logs: Path | None, exp: str, lines: int = 12) -> tuple[str | None,
     return None, None
 
 
-REPLICATE_FILES = ("train.json", "run.json", "test.json", "history.csv", "per_class.csv")   # what the spreads need
+REPLICATE_FILES = ("train.json", "run.json", "test.json", "live", "per_class.csv")   # what the spreads need
 
 
 def _replicates(spec: dict, folder: Path | None, name: str) -> list[dict]:
     """The experiment's further runs that finished from the current configs (replicate stage's
-    <folder>/<i>/): per run its train.json, test.json, history.csv and per_class.csv."""
+    <folder>/<i>/): per run its train.json, test.json, epoch log (live/) and per_class.csv."""
     runs = []
     for i, digest in enumerate(spec.get("replicate_sha256", []), start=1):
         run = {"replicate": i}
@@ -312,9 +315,9 @@ def per_class_half_widths(exp: dict) -> dict[str, float]:
 
 
 def histories(exp: dict) -> list[pd.DataFrame]:
-    """The history.csv of every finished run (the experiment's own first)."""
-    own = [exp["history_csv"]] if exp["history_csv"] is not None else []
-    return own + [run["history_csv"] for run in exp.get("replicates", []) if run["history_csv"] is not None]
+    """The epochs of every finished run (the experiment's own first; accuracies in %)."""
+    own = [exp["live"]] if exp["live"] is not None else []
+    return own + [run["live"] for run in exp.get("replicates", []) if run["live"] is not None]
 
 
 def prediction_sample(predictions: pd.DataFrame, n_random: int = 8, n_mistakes: int = 8,

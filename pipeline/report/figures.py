@@ -97,14 +97,14 @@ def _bar_label(ax, x: float, y: float, text: str, inside_colour: str) -> None:
         ax.text(x + 1, y, text, va="center", ha="left", fontsize=10, color="#222")
 
 
-def _mean_band(ax, runs: list, column: str, scale: float = 1.0, **style):
+def _mean_band(ax, runs: list, column: str, **style):
     """The mean over the runs of `column` per epoch, and (two runs or more) their range as a band."""
     import pandas as pd
     per_epoch = pd.concat([r[["epoch", column]] for r in runs]).groupby("epoch")[column]
-    mean = per_epoch.mean() * scale
+    mean = per_epoch.mean()
     line, = ax.plot(mean.index, mean.to_numpy(), lw=1.6, **style)
     if len(runs) > 1:
-        ax.fill_between(mean.index, per_epoch.min() * scale, per_epoch.max() * scale, color=line.get_color(),
+        ax.fill_between(mean.index, per_epoch.min(), per_epoch.max(), color=line.get_color(),
                         alpha=0.18, lw=0)
     return line
 
@@ -133,7 +133,7 @@ def dataset_curves(runs_by_experiment: dict[str, list], objectives: dict[str, st
         ls = styles[(i // 10) % len(styles)]                     # the 11th on: tab10's colours again, dashed
         line = _mean_band(axes[0], runs, "train_loss", label=label, ls=ls)
         _mean_band(axes[1], runs, "val_loss", color=line.get_color(), ls=ls)
-        _mean_band(axes[2], runs, "val_acc", 100, color=line.get_color(), ls=ls)
+        _mean_band(axes[2], runs, "val_acc", color=line.get_color(), ls=ls)
     train_title = "train loss (objectives differ: see legend)" if mixed else "train loss"
     for ax, title in zip(axes, (train_title, "val loss (cross-entropy)", "val accuracy (%)")):
         ax.set_title(title, fontsize=12)
@@ -154,8 +154,8 @@ def experiment_curves(runs: list, kept_epoch: int | None) -> str:
     suffix = f" (mean of {len(runs)} runs)" if len(runs) > 1 else ""
     _mean_band(ax_loss, runs, "train_loss", label="train" + suffix)
     _mean_band(ax_loss, runs, "val_loss", ls="--", label="val")
-    _mean_band(ax_acc, runs, "train_acc", 100, label="train" + suffix)
-    _mean_band(ax_acc, runs, "val_acc", 100, ls="--", label="val")
+    _mean_band(ax_acc, runs, "train_acc", label="train" + suffix)
+    _mean_band(ax_acc, runs, "val_acc", ls="--", label="val")
     for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy (%)")):
         if kept_epoch is not None:
             ax.axvline(kept_epoch, color="#c0392b", lw=1.5, label=f"kept (epoch {kept_epoch})")
