@@ -39,7 +39,7 @@ EXP = stage.EXP
 ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "train", "experiments", gpus="devices",
     deps={"config": "results/configs/experiments/{exp}.json", "prepared": stage.DS, "stats": "data/stats/{dataset}.json"},
-    outs={"model": stage.Out(f"{EXP}/model.pt"), "live": stage.Out(f"{EXP}/live", "live"),
+    outs={"model": stage.Out(f"{EXP}/model.pt"), "live": stage.Out(f"{EXP}/live", "live", report="experiments"),
           "metrics": stage.Out(f"{EXP}/train.json", report="experiments"), "run": stage.Out(f"{EXP}/run.json"),
           "layers": stage.Out(f"{EXP}/layers.csv")},
     args={"experiments": "results/experiments"},      # parents' checkpoints (`pretrained: <exp>`)

@@ -191,7 +191,7 @@ class Snakemake:
         named = {}
         for opt, o in stage.outs.items():
             if o.kind == "live":     # its files, one output each (as DVC has them), never the folder
-                named.update({f"{opt}_{Path(f).stem}": f for f in files(o)})
+                named.update({f"{opt}_{Path(f).stem}": flagged(Out(f, report=o.report)) for f in files(o)})
             else:
                 named[opt] = flagged(o)
         return named

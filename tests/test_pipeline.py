@@ -245,7 +245,8 @@ def test_snakemakes_own_report_holds_the_study_report_and_each_experiments_metri
     assert set(categories["experiments"]) == demo["all"]
     for exp, files in categories["experiments"].items():
         assert sorted(files) == [f"results/experiments/{exp}/{f}" for f in
-                                 ("confusion.csv", "per_class.csv", "test.json", "train.json")]
+                                 ("confusion.csv", *(f"live/{f}" for f in sorted(live.FILES)),
+                                  "per_class.csv", "test.json", "train.json")]
 
 
 def commit(project: Path, message: str) -> str:

@@ -66,7 +66,7 @@ def _leaderboard_header(html: str) -> str:
 
 def test_a_study_without_published_figures_hides_the_seed_columns_and_names_its_best(tmp_path):
     """The demo's case: no `reported:` anywhere, so no reported/diff/verdict columns or their notes,
-    and the overview's line names the best experiment; top-5 only where it is ever under 100."""
+    and the overview's line names the best experiment; top-5 only where most rows are under 100."""
     study = make_study(tmp_path, n_experiments=3)
     html, _ = _report(tmp_path, study["study"])
     assert "<th class=\"num\">reported</th>" in _leaderboard_header(html) and "Best on test" not in html
@@ -80,10 +80,13 @@ def test_a_study_without_published_figures_hides_the_seed_columns_and_names_its_
     best = max(truth, key=lambda n: truth[n]["test_acc"])
     assert re.search(rf"Best on test: {best} \(\w+ · digits\), top-1 {100 * truth[best]['test_acc']:.1f} % "
                      rf"\(one run: no interval\)", html)
-    informative = any(100 * t["test"]["test_top5"] < 99.95 for t in truth.values())
+    informative = sum(100 * t["test"]["test_top5"] < 99.95 for t in truth.values()) > len(truth) / 2
     assert ("top-5" in header) == informative == ctx["shown"]["top5"]
     rows = [{**e["row"], "test_top5": 100.0} for e in ctx["experiments"]]
     assert report.shown_columns(rows)["top5"] is False          # 100 everywhere says nothing: hidden
+    rows[0]["test_top5"] = 99.4                                  # the demo's way: 100.0 in most rows
+    assert report.shown_columns(rows)["top5"] is False
+    assert report.shown_columns([{**r, "test_top5": 98.0} for r in rows])["top5"] is True
 
 
 def test_a_seed_figure_printed_cut_to_an_integer_is_compared_with_ours_cut_the_same_way(tmp_path):
