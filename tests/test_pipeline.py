@@ -228,7 +228,7 @@ def test_snakemake_reruns_exactly_what_changed(snakemake_built, tmp_path):
     assert "new_mlp" in (project / "results/report.html").read_text()
 
     # an experiment's deleted outputs are rebuilt, though the report is newer than what is left
-    subprocess.run(f"rm {project}/results/experiments/new_mlp/*", shell=True, check=True)
+    subprocess.run(f"rm -r {project}/results/experiments/new_mlp/*", shell=True, check=True)
     jobs, _ = snakemake(project)
     assert jobs == {"train@new_mlp", "evaluate@new_mlp", "report"}
 
