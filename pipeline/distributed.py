@@ -6,8 +6,9 @@ so neither orchestrator's command changes. Every rank holds the whole prepared s
 same shuffled order and the same per-sample augmentation for each global batch of `batch_size`,
 then trains on its slice (`batch_size / N` images); DDP averages the gradients, which makes a step
 the single-device step on the whole batch, but for BatchNorm's statistics (per slice) and the
-order of float sums. Loss and accuracy are summed over the ranks once per epoch; every rank
-validates on the whole val split (identical weights, identical numbers); rank 0 alone writes.
+order of float sums. Loss and accuracy are summed over the ranks once per epoch; each rank scores
+its slice of the val split and the sums are reduced, so every rank has the same figures; rank 0
+alone writes.
 Backends: NCCL on CUDA (rank r on cuda:<LOCAL_RANK>), gloo on the CPU.
 """
 from __future__ import annotations

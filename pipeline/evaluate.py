@@ -1,8 +1,9 @@
-"""Stage evaluate: score the best checkpoint on the test split.
+"""Stage evaluate: score the kept checkpoint (the best on val, or the last epoch's: `checkpoint`) on
+the test split.
 
-    python -m pipeline.evaluate --model results/digits_mlp/model.pt --prepared data/prepared/digits \
-        --metrics results/digits_mlp/test.json --predictions results/digits_mlp/predictions.csv \
-        --per_class results/digits_mlp/per_class.csv --confusion results/digits_mlp/confusion.csv
+    python -m pipeline.evaluate --model results/experiments/digits_mlp/model.pt --prepared data/prepared/digits \
+        --metrics results/experiments/digits_mlp/test.json --predictions results/experiments/digits_mlp/predictions.csv \
+        --per_class results/experiments/digits_mlp/per_class.csv --confusion results/experiments/digits_mlp/confusion.csv
 
 test.json: test top-1 and top-5 accuracy and loss, with the model
 in the mode `test_mode` says (and, for train mode, the eval-mode figures too: `*_eval_mode`), and
