@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from pipeline import params, wiring
 from pipeline.configure import changes, check_local_sources, configure
 from pipeline.lock import code_mtimes, edited_during_run, hand_over_to_dvc, hold_workspace
+from pipeline.report import render_despite_failure
 from pipeline.stage import PipelineError
 
 # params.yaml is read here and by the configure stage, not through `configfile:`: the stages must
@@ -57,7 +58,7 @@ onsuccess:
 # A failed job (e.g. a diverged experiment under `snakemake -k`): a report of everything that
 # finished, the failure shown with its one line, dated 1970 so that the next run rebuilds it.
 onerror:
-    wiring.render_failure_report()
+    render_despite_failure()
 
 # Every output of every job, not the report alone: Snakemake would otherwise leave a deleted
 # output missing while the report is newer than what is left ("missing / no update").

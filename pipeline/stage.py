@@ -175,14 +175,14 @@ def _fail(message: str, code: int = 1, on_failure=None) -> None:
 
 def failure_report() -> None:
     """After a failed train or evaluate: render the report with the failure shown, as a process of
-    its own (`python -m pipeline.wiring --failure-report`), for `dvc repro` has no onerror hook.
+    its own (`python -m pipeline.report.failure`), for `dvc repro` has no onerror hook.
     A torchrun rank leaves it to the process that launched it."""
     import subprocess
     if "LOCAL_RANK" in os.environ:
         return
     logs = [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
     with open(logs[0] if logs else os.devnull, "a") as out:   # the terminal keeps its one line
-        subprocess.run([sys.executable, "-m", "pipeline.wiring", "--failure-report"], stdout=out, stderr=out,
+        subprocess.run([sys.executable, "-m", "pipeline.report.failure"], stdout=out, stderr=out,
                        check=False)
 
 

@@ -4,7 +4,6 @@ code; this module lists them, adds the code each stage really imports, and write
 
     python -m pipeline.wiring dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
     Snakefile                              # builds its rules from the same table at parse time
-    python -m pipeline.wiring --failure-report   # the report after a failed stage (see below)
     python -m pipeline.wiring --preview          # the jobs an edit of params.yaml reruns
 
 No stage's own code imports this module: the tools' wiring is no part of what a stage computes,
@@ -261,26 +260,10 @@ def preview(params: dict, configs: Path, sources: Path) -> list[str]:
         changed |= {out for name in more for out in graph[name][1]}
 
 
-# ---- the report after a failure -------------------------------------------------------------
-
-def render_failure_report(root: Path = Path(".")) -> None:
-    """Render the report stage's output from whatever exists, failures shown with their stage's
-    one line (pipeline.report.render_despite_failure); never raises. Called by the Snakefile's
-    onerror, and by a failing train or evaluate stage through `python -m pipeline.wiring
-    --failure-report` (DVC has no onerror): a process of its own, since the report's code is no
-    part of what those stages compute."""
-    from pipeline import report
-    paths = {opt: dep.path if isinstance(dep, Gather) else dep for opt, dep in BY_NAME["report"].deps.items()}
-    report.render_despite_failure({opt: root / path for opt, path in paths.items()},
-                                  root / BY_NAME["report"].outs["out"].path, root)
-
-
 def main(argv: list[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, nargs="?", help="where to write dvc.yaml (default: print it)")
-    ap.add_argument("--failure-report", action="store_true",
-                    help="render results/report.html from what exists, failures shown (after a failed stage)")
     ap.add_argument("--preview", action="store_true",
                     help="list the jobs an edit of params.yaml reruns (the same under Snakemake and DVC); "
                          "writes nothing")
@@ -289,11 +272,6 @@ def main(argv: list[str] | None = None) -> None:
         from pipeline import params as params_mod
         rerun = preview(params_mod.load("params.yaml"), Path("results/configs"), Path("data/sources"))
         print("\n".join(rerun) if rerun else "nothing: params.yaml's edits change no job's config")
-        return
-    if args.failure_report:
-        from pipeline.stage import setup_logging
-        setup_logging(None)
-        render_failure_report()
         return
     text = dvc_yaml()
     if args.out:

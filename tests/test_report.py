@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import ROOT, run
 from pipeline import params as params_mod
-from pipeline import report, wiring
+from pipeline import report
 from pipeline.report import collect
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -232,7 +232,7 @@ def test_the_report_after_a_failure_is_tables_only_and_dated_1970(tmp_path):
     (tmp_path / "results/experiments/digits_exp01/test.json").unlink()
     (tmp_path / "logs/evaluate").mkdir(parents=True)
     (tmp_path / "logs/evaluate/digits_exp01.log").write_text("ERROR pipeline: experiment digits_exp01: boom\n")
-    wiring.render_failure_report(root=tmp_path)
+    report.render_despite_failure(root=tmp_path)
     out = tmp_path / "results/report.html"
     html = out.read_text()
     assert "tables only" in html and '<img class="fig"' not in html and "boom" in html

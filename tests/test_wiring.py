@@ -81,6 +81,18 @@ def test_code_deps_follow_lazy_imports_and_nothing_else():
     assert "pipeline/report/__init__.py" not in train
 
 
+@pytest.mark.parametrize("stage", wiring.STAGES, ids=lambda s: s.name)
+def test_no_stage_imports_or_runs_the_tools_wiring(stage):
+    """The wiring builds the tools from the stages, never the other way: a stage that imported it
+    would rerun on every edit of it, and one that ran it (`python -m pipeline.wiring`) would hide
+    that dependency. The report after a failure is the report package's (pipeline/report/failure.py)."""
+    code = wiring.code_deps(stage.module)
+    assert "pipeline/wiring.py" not in code
+    for f in code:
+        if f.endswith(".py"):
+            assert not re.search(r"pipeline\.wiring|import wiring", (ROOT / f).read_text()), f
+
+
 def test_conda_env_pins_the_same_packages_as_requirements():
     env = yaml.safe_load((ROOT / "envs/pipeline.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))

@@ -175,14 +175,17 @@ def report(study: dict, results: Path, prepared: Path, stats: Path, out: Path, s
     return context
 
 
-def render_despite_failure(paths: dict[str, Path], out: Path, root: Path) -> None:
-    """Render the report from whatever exists (`paths`: the report stage's inputs by option:
-    study, results, prepared, stats), failures shown with their stage's one line, at `out`; then
-    date it 1970, so that neither tool takes it as current (DVC has no record of it; Snakemake sees
-    it older than every input) and the next run rebuilds it. Tables only, no figures: it is
-    rendered while the failing stage (or Snakemake, holding the workspace) waits, and the next
-    successful run draws them. Never raises: the failure being reported matters more."""
+def render_despite_failure(root: Path = Path(".")) -> None:
+    """Render the report stage's output (ROW's paths, under `root`) from whatever exists, failures
+    shown with their stage's one line; then date it 1970, so that neither tool takes it as current
+    (DVC has no record of it; Snakemake sees it older than every input) and the next run rebuilds
+    it. Tables only, no figures: it is rendered while the failing stage (or Snakemake, holding the
+    workspace) waits, and the next successful run draws them. Never raises: the failure being
+    reported matters more. Called by the Snakefile's onerror, and by a failing train, evaluate or
+    replicate stage as `python -m pipeline.report.failure` (DVC has no onerror)."""
     import os
+    paths = {opt: root / (dep.path if isinstance(dep, stage.Gather) else dep) for opt, dep in ROW.deps.items()}
+    out = root / ROW.outs["out"].path
     try:
         report(stage.read_json(paths["study"]), paths["results"], paths["prepared"], paths["stats"], out,
                replicates=paths["replicates"], logs=root / "logs", root=root.resolve(), draw=False)
