@@ -347,8 +347,8 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experimen
                "epochs_run": len(history), "train_time_s": round(time.perf_counter() - start, 3)}
     run = {"val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
            "stopped_early": len(history) < config["epochs"],
-           "params": sum(p.numel() for p in model.parameters()),
-           "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+           "parameter_count": sum(p.numel() for p in model.parameters()),
+           "trainable_parameter_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
            "input_size": list(size), "device": str(device), "devices": ranks.world, "threads": threads,
            "epoch_times_s": epoch_times,
            "config": config, "config_sha256": config_hash(config), "versions": versions()}

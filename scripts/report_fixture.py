@@ -84,7 +84,7 @@ def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[st
     size = ([config["input_size"]] * 2 if config.get("input_size")
             else json.loads(meta.read_text())["image_size"] if meta.is_file() else None)
     run = {"val_loss": 2.2 / epochs_run, "train_acc": 1 - 0.5 / epochs_run, "stopped_early": epochs_run < config["epochs"] if stopped_early is None else stopped_early,
-           "params": 1000 * wrong_every, "trainable_params": 1000 * wrong_every, "input_size": size,
+           "parameter_count": 1000 * wrong_every, "trainable_parameter_count": 1000 * wrong_every, "input_size": size,
            "device": "cpu", "config": config, "config_sha256": params_mod.config_hash(config),
            "versions": dict(VERSIONS)}
     (d / "run.json").write_text(json.dumps(run, indent=1))

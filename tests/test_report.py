@@ -48,7 +48,7 @@ def test_leaderboard_rows_hold_the_outputs_numbers_and_differences(tmp_path):
         assert r["test_acc"] == pytest.approx(100 * truth["test_acc"])
         assert r["val_acc"] == pytest.approx(100 * truth["train"]["val_acc"])
         assert r["test_top5"] == pytest.approx(100 * truth["test"]["test_top5"])
-        assert r["n_params"] == truth["run"]["params"] and r["epochs_run"] == study["params"]["epochs"]
+        assert r["n_params"] == truth["run"]["parameter_count"] and r["epochs_run"] == study["params"]["epochs"]
         assert r["max_epochs"] == study["params"]["epochs"] and not r["stopped_early"]
     # digits_exp00 has wrong_every=3: 40 of 60 right = 66.67 %; reported 70.0 on test -> -3.33 points
     assert rows["digits_exp00"]["test_acc"] == pytest.approx(200 / 3)
@@ -191,6 +191,17 @@ def test_missing_failed_and_unreadable_experiments_render_with_their_status(tmp_
     assert "ERROR CUDA out of memory" in html and "digits_exp03/test.json: cannot read" in html
     assert html.count('<details class="exp"') == 4
     assert ctx["n_ok"] == 1
+
+
+def test_a_failed_replicate_job_is_shown_with_its_log(tmp_path):
+    """An experiment whose replicate job failed before its own train ran: its log says why."""
+    study = make_study(tmp_path, n_experiments=2)
+    shutil.rmtree(tmp_path / "results/experiments/digits_exp01")
+    (tmp_path / "logs/replicate").mkdir(parents=True)
+    (tmp_path / "logs/replicate/digits_exp01.log").write_text("INFO run 1\nERROR pipeline: run 1 diverged\n")
+    html, ctx = _report(tmp_path, study["study"], logs=tmp_path / "logs")
+    status = {e["name"]: e["status"] for e in ctx["experiments"]}
+    assert status == {"digits_exp00": "ok", "digits_exp01": "failed"} and "run 1 diverged" in html
 
 
 def test_outputs_of_a_previous_config_are_never_shown(tmp_path):

@@ -232,7 +232,7 @@ def test_transfer_from_another_experiment_through_the_cli(prepared, tmp_path):
     assert torch.equal(child["net.0.weight"], parent["net.0.weight"])        # frozen body = parent's body
     assert not torch.equal(child["net.6.weight"], parent["net.6.weight"])    # the head trained
     run = json.loads((exps / "child" / "run.json").read_text())
-    assert run["trainable_params"] == 32 * 10 + 10
+    assert run["trainable_parameter_count"] == 32 * 10 + 10 < run["parameter_count"]
     # a parent checkpoint trained from another config than the child's record of it is refused
     with pytest.raises(engine.PipelineError, match=r"pretrained: parent: .* another config .* train parent first"):
         train_cli("child", {**child_cfg, "parent": {"config": {**parent_cfg, "lr": 0.5}, "dataset": {}}})

@@ -26,7 +26,9 @@ log = logging.getLogger("pipeline.report")
 STAGE_FILES = {"train": ("run.json", "train.json", "live", "layers.csv"),
                "evaluate": ("test.json", "per_class.csv", "predictions.csv", "confusion.csv")}
 EXPERIMENT_FILES = tuple(f for files in STAGE_FILES.values() for f in files)
-LOG_STAGES = ("configure", "train", "evaluate")  # logs/<stage>/<exp>.log, read when outputs are missing
+# The per-experiment stages, in order: their logs/<stage>/<exp>.log are read when outputs are missing
+# (configure logs once for the study, in logs/configure.log: a failure there leaves no report to render)
+LOG_STAGES = ("train", "evaluate", "replicate")
 
 
 def _read(path: Path):
@@ -191,7 +193,7 @@ def leaderboard_row(exp: dict) -> dict:
               if split else None)
     return {
         "name": exp["name"], "dataset": exp["dataset"], "model": exp["model"], "status": exp["status"],
-        "n_params": run.get("params"), "epochs_run": train.get("epochs_run"),
+        "n_params": run.get("parameter_count"), "n_trainable": run.get("trainable_parameter_count"), "epochs_run": train.get("epochs_run"),
         "max_epochs": exp["config"].get("epochs"), "kept_epoch": train.get("epoch"),
         "checkpoint": exp["config"].get("checkpoint", "best_val"), "stopped_early": bool(run.get("stopped_early")),
         "val_acc": _pct(train.get("val_acc")), "test_acc": _pct(test.get("test_acc")),
