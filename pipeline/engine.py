@@ -265,100 +265,107 @@ def _fit_distributed(config: dict, prepared: Path, stats: dict, out: TrainOutput
 
 def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None,
          ranks: distributed.Ranks, device: torch.device) -> dict:
-    generator = seed_everything(config["seed"], device, config.get("deterministic", False))
+    generators = {"shuffle": seed_everything(config["seed"], device, config.get("deterministic", False)),
+                  "augment": torch.Generator().manual_seed(config["seed"] + 1)}   # independent of the shuffling
     threads = inference.set_threads(config, ranks.world)
-    aug_generator = torch.Generator().manual_seed(config["seed"] + 1)   # independent of the shuffling
     meta = data.load_meta(prepared)
     model, nhwc, precision = _model_on(device, config, meta, stats, experiments)
     train, val = (data.load_split(prepared, s, device, channels_last=nhwc) for s in ("train", "val"))
-    if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
-        raise PipelineError(f"experiment {config['name']}: nesterov: true needs momentum > 0")
-    optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
-    schedule = recipes.Schedule(config.get("scheduler", {"name": "none"}), optimizer, config["epochs"])
-    stopper = recipes.EarlyStopping(config.get("early_stopping", 0))
-    loss_fn = recipes.make_loss(config)
+    optimizer, schedule, stopper, loss_fn = _recipe(config, model)
     # torch.compile traces on the first call, so the first epoch's time holds the compile time.
     step_model = distributed.wrap(model, ranks, device, config.get("sync_batchnorm", False))
     step_model, eval_model = compiled(step_model, model, config, ranks)
-    generators = {"shuffle": generator, "augment": aug_generator}
+    parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
     state_file, key = resume.state_path(out.model), resume.run_key(config, stats, prepared)
-    state = resume.load(state_file, key)
-    history, kept, kept_state, epoch_times, elapsed, stopped = [], None, None, [], 0.0, False
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        stopper.load_state_dict(state["stopper"])
-        resume.set_rng_states(state["rng"], generators)
-        history, kept, kept_state = state["history"], state["kept"], state["kept_state"]
-        epoch_times, elapsed, stopped = state["epoch_times"], state["elapsed"], state["stopped"]
-        log.info("resuming %s after epoch %d (from %s)", config["name"], len(history), state_file)
+    run = resume.restore(state_file, key, parts, generators)
+    if run.history:
+        log.info("resuming %s after epoch %d (from %s)", config["name"], len(run.history), state_file)
     epochs_log = live.open_log(out.live) if ranks.main else None
-    if epochs_log is not None and history:
-        live.log_epochs(epochs_log, history)
-    start = saved_at = time.perf_counter() - elapsed
-    for epoch in range(len(history) + 1, config["epochs"] + 1):
-        if stopped:
+    if epochs_log is not None and run.history:
+        live.log_epochs(epochs_log, run.history)
+    start = saved_at = time.perf_counter() - run.elapsed
+    for epoch in range(len(run.history) + 1, config["epochs"] + 1):
+        if run.stopped:
             break
         lr, epoch_start = schedule.lr, time.perf_counter()
-        try:
-            train_loss, train_acc = run_epoch(step_model, train, loss_fn, optimizer, config, generator,
-                                              aug_generator, f"{config['name']} epoch {epoch}", precision, nhwc,
-                                              ranks, _loss_limit(history))
-        except Diverged as e:
-            lower = lr / 10 if lr <= 1 else 0.1      # an lr far above any recipe's: a usual value
-            raise PipelineError(
-                f"experiment {config['name']} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
-                f"lower lr (e.g. lr: {lower:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
-        except torch.cuda.OutOfMemoryError:
-            raise PipelineError(out_of_memory(config, device)) from None
+        train_loss, train_acc = _train_epoch(step_model, train, loss_fn, optimizer, config, generators, epoch, lr,
+                                             precision, nhwc, ranks, device, run.history)
         # each rank scores its slice of val, on the plain module: DDP's forward would sync buffers
         val_loss, val_acc = score_val_split(eval_model, val, config["eval_batch_size"], precision, nhwc, ranks)
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                        "val_loss": val_loss, "val_acc": val_acc, "lr": lr})
-        if epochs_log is not None:
-            live.log_epochs(epochs_log, history)
-        log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", epoch, config["epochs"],
-                 lr, train_loss, train_acc, _fmt(val_loss), _fmt(val_acc))
-        # The checkpoint kept: the best on val (never on test), or the last epoch's (the seeds' way).
-        if config.get("checkpoint", "best_val") == "last" or kept is None or val_acc > kept["val_acc"]:
-            kept = history[-1]
-            kept_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        epoch_times.append(round(time.perf_counter() - epoch_start, 3))
+        _record(run, model, config, {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
+                                     "val_loss": val_loss, "val_acc": val_acc, "lr": lr}, epochs_log)
+        run.epoch_times.append(round(time.perf_counter() - epoch_start, 3))
         schedule.step(val_acc)            # val_acc is None only where neither needs it (params checks)
-        stopped = stopper.update(val_acc) if stopper.patience else False
-        if stopped:
+        run.stopped = stopper.update(val_acc) if stopper.patience else False
+        if run.stopped:
             log.info("early stopping: no better val accuracy for %d epochs", stopper.patience)
         # The resume state (~3x the model: weights, optimizer, kept weights): after an epoch once
         # resume_every_s have passed since the last save (0: every epoch), and after the last epoch.
         # A run killed in between resumes from the last one saved, with the same final bytes.
-        due = time.perf_counter() - saved_at >= config["resume_every_s"] or stopped or epoch == config["epochs"]
-        if ranks.main and due:
-            saved_at = time.perf_counter()
-            resume.save(state_file, key, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(), "stopper": stopper.state_dict(),
-                "rng": resume.rng_states(generators), "history": history, "kept": kept, "kept_state": kept_state,
-                "epoch_times": epoch_times, "stopped": stopped, "elapsed": time.perf_counter() - start})
-    size = inference.input_size(config, meta)
-    # train.json: the few scalars `dvc exp show` lists, of the kept checkpoint's epoch (val figures
-    # null without a val split); run.json: what the run was, for the report.
-    metrics = {"epoch": kept["epoch"], "val_acc": kept["val_acc"], "train_loss": kept["train_loss"],
-               "epochs_run": len(history), "train_time_s": round(time.perf_counter() - start, 3)}
-    run = {"val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
-           "stopped_early": len(history) < config["epochs"],
-           "parameter_count": sum(p.numel() for p in model.parameters()),
-           "trainable_parameter_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
-           "input_size": list(size), "device": str(device), "devices": ranks.world, "threads": threads,
-           "epoch_times_s": epoch_times,
-           "config": config, "config_sha256": config_hash(config), "versions": versions()}
+        if ranks.main and (time.perf_counter() - saved_at >= config["resume_every_s"] or run.stopped
+                           or epoch == config["epochs"]):
+            saved_at, run.elapsed = time.perf_counter(), time.perf_counter() - start
+            resume.snapshot(state_file, key, parts, generators, run)
+    metrics, record = _results(config, run, model, meta, device, ranks, threads, time.perf_counter() - start)
     if ranks.main:   # rank 0 writes the outputs
-        table = layers.layer_table(model.net.cpu(), meta["channels"], size) if out.layers else None
-        checkpoint = {"state_dict": kept_state, "config": config, "meta": meta, "stats": stats,
-                      "epoch": kept["epoch"]}
-        _write(out, checkpoint, table, metrics, run)
+        _write(out, model, config, meta, stats, run, metrics, record)
         resume.remove(state_file)
-    return {**metrics, **run}
+    return {**metrics, **record}
+
+
+def _recipe(config: dict, model) -> tuple:
+    """The optimizer (over the trainable parameters), lr schedule, early stopping and loss."""
+    if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
+        raise PipelineError(f"experiment {config['name']}: nesterov: true needs momentum > 0")
+    optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    return (optimizer, recipes.Schedule(config.get("scheduler", {"name": "none"}), optimizer, config["epochs"]),
+            recipes.EarlyStopping(config.get("early_stopping", 0)), recipes.make_loss(config))
+
+
+def _train_epoch(step_model, train, loss_fn, optimizer, config: dict, generators: dict, epoch: int, lr: float,
+                 precision, nhwc: bool, ranks: distributed.Ranks, device: torch.device,
+                 history: list[dict]) -> tuple[float, float]:
+    """run_epoch, its failures as one line each: a divergence (with an lr to try), out of memory."""
+    try:
+        return run_epoch(step_model, train, loss_fn, optimizer, config, generators["shuffle"], generators["augment"],
+                         f"{config['name']} epoch {epoch}", precision, nhwc, ranks, _loss_limit(history))
+    except Diverged as e:
+        lower = lr / 10 if lr <= 1 else 0.1      # an lr far above any recipe's: a usual value
+        raise PipelineError(
+            f"experiment {config['name']} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
+            f"lower lr (e.g. lr: {lower:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
+    except torch.cuda.OutOfMemoryError:
+        raise PipelineError(out_of_memory(config, device)) from None
+
+
+def _record(run: resume.Progress, model, config: dict, row: dict, epochs_log) -> None:
+    """An epoch's row: into the history, the epoch log (rank 0) and the stage log; and the kept
+    checkpoint: the best on val (never on test), or the last epoch's (the seeds' way)."""
+    run.history.append(row)
+    if epochs_log is not None:
+        live.log_epochs(epochs_log, run.history)
+    log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", row["epoch"], config["epochs"],
+             row["lr"], row["train_loss"], row["train_acc"], _fmt(row["val_loss"]), _fmt(row["val_acc"]))
+    if config.get("checkpoint", "best_val") == "last" or run.kept is None or row["val_acc"] > run.kept["val_acc"]:
+        run.kept = row
+        run.kept_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _results(config: dict, run: resume.Progress, model, meta: dict, device: torch.device, ranks: distributed.Ranks,
+             threads: int, train_time_s: float) -> tuple[dict, dict]:
+    """train.json: the few scalars of the kept checkpoint's epoch (val figures null without a val
+    split); run.json: what the run was, for the report."""
+    kept = run.kept
+    metrics = {"epoch": kept["epoch"], "val_acc": kept["val_acc"], "train_loss": kept["train_loss"],
+               "epochs_run": len(run.history), "train_time_s": round(train_time_s, 3)}
+    record = {"val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
+              "stopped_early": len(run.history) < config["epochs"],
+              "parameter_count": sum(p.numel() for p in model.parameters()),
+              "trainable_parameter_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "input_size": list(inference.input_size(config, meta)), "device": str(device), "devices": ranks.world,
+              "threads": threads, "epoch_times_s": run.epoch_times,
+              "config": config, "config_sha256": config_hash(config), "versions": versions()}
+    return metrics, record
 
 
 def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, experiments: Path | None):
@@ -402,8 +409,13 @@ def he_init(net: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _write(out: TrainOutputs, checkpoint: dict, table, metrics: dict, run: dict) -> None:
+def _write(out: TrainOutputs, model, config: dict, meta: dict, stats: dict, progress: resume.Progress,
+           metrics: dict, run: dict) -> None:
+    """The stage's outputs, each all or nothing: the kept checkpoint, layer table, run record, metrics."""
     from pipeline.stage import atomic_path
+    table = layers.layer_table(model.net.cpu(), meta["channels"], tuple(run["input_size"])) if out.layers else None
+    checkpoint = {"state_dict": progress.kept_state, "config": config, "meta": meta, "stats": stats,
+                  "epoch": progress.kept["epoch"]}
     with atomic_path(out.model) as tmp:
         torch.save(checkpoint, tmp)
     if out.layers:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import random
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,36 @@ def set_rng_states(state: dict, generators: dict[str, torch.Generator]) -> None:
     np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
     for k, g in generators.items():
         g.set_state(state[f"gen_{k}"])
+
+
+@dataclass
+class Progress:
+    """Where a run stands after its last finished epoch: what the state keeps beside the weights,
+    the optimizer, the schedule, the early-stopping counter and the random generators."""
+    history: list[dict] = field(default_factory=list)   # one row per epoch (pipeline/live.py logs it)
+    kept: dict | None = None                            # the kept checkpoint's history row
+    kept_state: dict | None = None                      # its weights, on the CPU
+    epoch_times: list[float] = field(default_factory=list)
+    stopped: bool = False                               # early stopping has ended the run
+    elapsed: float = 0.0                                # seconds trained before this process
+
+
+def restore(path: Path, key: str, parts: dict, generators: dict[str, torch.Generator]) -> Progress:
+    """Load `parts` (name -> anything with load_state_dict) and the generators from this run's
+    saved state, and return its progress; a fresh Progress where there is none to resume from."""
+    state = load(path, key)
+    if state is None:
+        return Progress()
+    for name, part in parts.items():
+        part.load_state_dict(state[name])
+    set_rng_states(state["rng"], generators)
+    return Progress(**{f.name: state[f.name] for f in fields(Progress)})
+
+
+def snapshot(path: Path, key: str, parts: dict, generators: dict[str, torch.Generator], progress: Progress) -> None:
+    """Save the whole state after an epoch (atomically; kept if the stage is stopped)."""
+    save(path, key, {**{name: part.state_dict() for name, part in parts.items()}, "rng": rng_states(generators),
+                     **{f.name: getattr(progress, f.name) for f in fields(Progress)}})
 
 
 def save(path: Path, key: str, state: dict) -> None:
