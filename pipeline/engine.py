@@ -86,14 +86,11 @@ def parent_checkpoint(config: dict, experiments: Path | None) -> Path | None:
     return path
 
 
-def init_pretrained(model: nn.Module, config: dict, experiments: Path | None) -> Path | None:
-    """Load another experiment's weights into everything but the head; freeze for `finetune: last_layer`.
-
-    Returns the parent checkpoint's path, if any (a train input). ImageNet weights are loaded by
-    the builder (see build_model's `weights`).
-    """
+def init_pretrained(model: nn.Module, config: dict, path: Path | None) -> None:
+    """Load the parent experiment's weights (its checkpoint at `path`: parent_checkpoint) into
+    everything but the head; freeze for `finetune: last_layer`. ImageNet weights are loaded by the
+    builder (see build_model's `weights`)."""
     head = models.head_name(model.net)
-    path = parent_checkpoint(config, experiments)
     if path is not None:
         parent = config["pretrained"]
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -234,7 +231,7 @@ class TrainOutputs:
                    folder / "layers.csv" if layers else None)
 
 
-def fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None = None) -> dict:
+def fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None = None) -> dict:
     """Train one experiment, keeping the best-val (or last) checkpoint; log each epoch (pipeline/live.py);
     write metrics, run record (resolved config, library versions, sizes) and layer table. Returns
     metrics + run record. A run that fails leaves no log behind (its resume state stays)."""
@@ -243,14 +240,14 @@ def fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiment
     try:
         with on_signal(remove_log):           # SIGTERM / SIGINT: the stage's handler calls it
             if ranks.world == 1:
-                return _fit(config, prepared, stats, out, experiments, ranks, inference.pick_device(config["device"]))
-            return _fit_distributed(config, prepared, stats, out, experiments, ranks)
+                return _fit(config, prepared, stats, out, parent, ranks, inference.pick_device(config["device"]))
+            return _fit_distributed(config, prepared, stats, out, parent, ranks)
     except BaseException:
         remove_log()
         raise
 
 
-def _fit_distributed(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None,
+def _fit_distributed(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None,
                      ranks: distributed.Ranks) -> dict:
     cuda = torch.cuda.is_available() and config["device"] != "cpu"
     device = torch.device("cuda", ranks.local) if cuda else torch.device("cpu")
@@ -258,18 +255,18 @@ def _fit_distributed(config: dict, prepared: Path, stats: dict, out: TrainOutput
         torch.cuda.set_device(device)
     distributed.start(ranks, device)
     try:
-        return _fit(config, prepared, stats, out, experiments, ranks, device)
+        return _fit(config, prepared, stats, out, parent, ranks, device)
     finally:
         distributed.stop(ranks)
 
 
-def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, experiments: Path | None,
+def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None,
          ranks: distributed.Ranks, device: torch.device) -> dict:
     generators = {"shuffle": seed_everything(config["seed"], device, config.get("deterministic", False)),
                   "augment": torch.Generator().manual_seed(config["seed"] + 1)}   # independent of the shuffling
     threads = inference.set_threads(config, ranks.world)
     meta = data.load_meta(prepared)
-    model, nhwc, precision = _model_on(device, config, meta, stats, experiments)
+    model, nhwc, precision = _model_on(device, config, meta, stats, parent)
     train, val = (data.load_split(prepared, s, device, channels_last=nhwc) for s in ("train", "val"))
     optimizer, schedule, stopper, loss_fn = _recipe(config, model)
     # torch.compile traces on the first call, so the first epoch's time holds the compile time.
@@ -368,14 +365,14 @@ def _results(config: dict, run: resume.Progress, model, meta: dict, device: torc
     return metrics, record
 
 
-def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, experiments: Path | None):
+def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, parent: Path | None):
     """The experiment's model with its starting weights (ImageNet's, a parent's, or its seed's), on
     `device`; whether it runs channels_last; its autocast context."""
     weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
     model = inference.build_model(config, meta, stats, **weights)
     if config.get("init", "default") == "he":
         he_init(model.net)
-    init_pretrained(model, config, experiments)
+    init_pretrained(model, config, parent)
     model = model.to(device)
     nhwc, precision = inference.channels_last(model, device), inference.autocast(config, device)
     if nhwc:

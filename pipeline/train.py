@@ -32,7 +32,8 @@ def train(config: dict, prepared: Path, stats_path: Path, model: Path, live: Pat
           run: Path, layers: Path | None = None, experiments: Path | None = None) -> dict:
     from pipeline import engine  # torch is imported only once there is work to do
     out = engine.TrainOutputs(model, live, metrics, run, layers)
-    return engine.fit(config, prepared, json.loads(stats_path.read_text()), out, experiments)
+    parent = engine.parent_checkpoint(config, experiments)     # `pretrained: <experiment>`'s checkpoint
+    return engine.fit(config, prepared, json.loads(stats_path.read_text()), out, parent)
 
 
 EXP = stage.EXP

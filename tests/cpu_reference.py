@@ -61,8 +61,9 @@ def histories(work: Path) -> dict[str, list[dict]]:
     for name in p["experiments"]:
         d = work / "experiments" / name
         d.mkdir(parents=True)
-        engine.fit(P.experiment_config(p, name), prepared, stats, engine.TrainOutputs.in_folder(d, layers=False),
-                   work / "experiments")
+        config = P.experiment_config(p, name)
+        engine.fit(config, prepared, stats, engine.TrainOutputs.in_folder(d, layers=False),
+                   engine.parent_checkpoint(config, work / "experiments"))
         frame = live.read_history(d / "live")
         frame[["train_acc", "val_acc"]] /= 100                   # the reference's fractions (to its tolerance)
         out[name] = [{k: repr(int(v) if k == "epoch" else v) for k, v in row.items()} for row in frame.to_dict("records")]

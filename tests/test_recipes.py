@@ -375,15 +375,15 @@ def test_finetune_last_layer_loads_the_parent_body_and_freezes_it(tmp_path):
     torch.save({"state_dict": parent.state_dict()}, tmp_path / "p" / "model.pt")
     child_config = {"name": "c", "model": spec, "pretrained": "p", "finetune": "last_layer"}
     child = inference.build_model(child_config, {**meta, "classes": list("abc")}, stats)
-    engine.init_pretrained(child, child_config, tmp_path)
+    engine.init_pretrained(child, child_config, engine.parent_checkpoint(child_config, tmp_path))
     assert torch.equal(child.net[0].weight, parent.net[0].weight)           # body copied
     assert child.net[-1].out_features == 3                                   # new head
     assert [n for n, p in child.named_parameters() if p.requires_grad] == ["net.6.weight", "net.6.bias"]
     other = {"name": "c", "model": {"name": "lenet", "channels": [6], "fc": [8]}, "pretrained": "p"}
     with pytest.raises(PipelineError, match="does not match"):
-        engine.init_pretrained(inference.build_model(other, meta, stats), other, tmp_path)
+        engine.init_pretrained(inference.build_model(other, meta, stats), other, tmp_path / "p" / "model.pt")
     with pytest.raises(PipelineError, match="no checkpoint"):
-        engine.init_pretrained(child, {**child_config, "pretrained": "missing"}, tmp_path)
+        engine.parent_checkpoint({**child_config, "pretrained": "missing"}, tmp_path)
 
 
 def test_every_scheduler_of_the_schema_is_in_the_table_and_nothing_else():

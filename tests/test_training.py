@@ -36,7 +36,8 @@ def config(**overrides) -> dict:
 def fit(cfg: dict, prepared: Path, out: Path, experiments: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stats = json.loads((prepared / "stats.json").read_text())
-    return engine.fit(cfg, prepared, stats, engine.TrainOutputs.in_folder(out), experiments)
+    parent = engine.parent_checkpoint(cfg, experiments)
+    return engine.fit(cfg, prepared, stats, engine.TrainOutputs.in_folder(out), parent)
 
 
 def test_training_drives_the_loss_down(prepared, tmp_path):
