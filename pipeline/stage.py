@@ -59,9 +59,13 @@ class Stage:
         return f"pipeline.{self.name}"
 
     @property
+    def key(self) -> str:
+        """The path template of the entry a job is for: {ds}, {exp}, or "" (a single job)."""
+        return {"datasets": "{ds}", "experiments": "{exp}", None: ""}[self.foreach]
+
+    @property
     def log(self) -> str:
-        key = {"datasets": "{ds}", "experiments": "{exp}", None: None}[self.foreach]
-        return f"logs/{self.name}/{key}.log" if key else f"logs/{self.name}.log"
+        return f"logs/{self.name}/{self.key}.log" if self.key else f"logs/{self.name}.log"
 
     def parser(self, description: str | None) -> argparse.ArgumentParser:
         """The stage's command line, from its row: every dependency and output a required
@@ -174,7 +178,7 @@ def _fail(message: str, code: int = 1, on_failure=None) -> None:
 
 
 def failure_report() -> None:
-    """After a failed train or evaluate: render the report with the failure shown, as a process of
+    """After a failed train, evaluate or replicate: render the report with the failure shown, as a process of
     its own (`python -m pipeline.report.failure`), for `dvc repro` has no onerror hook.
     A torchrun rank leaves it to the process that launched it."""
     import subprocess

@@ -73,11 +73,6 @@ def files(out: Out) -> list[str]:
     return [f"{out.path}/{f}" for f in live.FILES] if out.kind == "live" else [out.path]
 
 
-def stage_key(stage: Stage) -> str:
-    """The template of the entry a foreach stage's job is for ({exp}, {ds}), "" for a single job."""
-    return {"experiments": "{exp}", "datasets": "{ds}", None: ""}[stage.foreach]
-
-
 def dvc_stage(stage: Stage) -> dict:
     body: dict = {"cmd": command(stage, lambda kind, opt, t: _dvc_path(t))}
     deps = [_dvc_path(d.path if isinstance(d, Gather) else d) for d in stage.deps.values()]
@@ -89,7 +84,7 @@ def dvc_stage(stage: Stage) -> dict:
         path = _dvc_path(o.path)
         if o.kind == "live":      # a DVCLive folder: its summary is metrics, its plot files plots
             entries["metrics"].append(f"{path}/{live.SUMMARY_FILE}")
-            entries["plots"] += [{f"{path}/{live.plot_file(name)}": live.plot_props(name, _dvc_path(stage_key(stage)))}
+            entries["plots"] += [{f"{path}/{live.plot_file(name)}": live.plot_props(name, _dvc_path(stage.key))}
                                  for name in live.PLOTS]
         else:
             entries[{"out": "outs", "metric": "metrics"}[o.kind]].append({path: {"persist": True}} if o.persist else path)

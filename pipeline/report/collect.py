@@ -193,7 +193,8 @@ def leaderboard_row(exp: dict) -> dict:
               if split else None)
     return {
         "name": exp["name"], "dataset": exp["dataset"], "model": exp["model"], "status": exp["status"],
-        "n_params": run.get("parameter_count"), "n_trainable": run.get("trainable_parameter_count"), "epochs_run": train.get("epochs_run"),
+        "n_params": run.get("parameter_count"), "n_trainable": run.get("trainable_parameter_count"),
+        "epochs_run": train.get("epochs_run"),
         "max_epochs": exp["config"].get("epochs"), "kept_epoch": train.get("epoch"),
         "checkpoint": exp["config"].get("checkpoint", "best_val"), "stopped_early": bool(run.get("stopped_early")),
         "val_acc": _pct(train.get("val_acc")), "test_acc": _pct(test.get("test_acc")),
