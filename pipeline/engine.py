@@ -23,7 +23,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import augment, data, distributed, inference, layers, live, models, recipes, resume
-from pipeline.params import config_hash
+from pipeline.config import TrainConfig
 from pipeline.stage import PipelineError, on_signal
 
 log = logging.getLogger("pipeline.engine")
@@ -49,12 +49,6 @@ def seed_everything(seed: int, device: torch.device, deterministic: bool = False
     return torch.Generator().manual_seed(seed)
 
 
-
-
-
-
-
-
 def versions() -> dict:
     from importlib.metadata import version  # not `import torchvision`: that costs ~2 s per stage
     return {"python": sys.version.split()[0], "torch": torch.__version__,
@@ -64,17 +58,9 @@ def versions() -> dict:
             "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"}
 
 
-
-
-
-
-
-
-
-
-def parent_checkpoint(config: dict, experiments: Path | None) -> Path | None:
+def parent_checkpoint(config: TrainConfig, experiments: Path | None) -> Path | None:
     """The checkpoint `pretrained:` names, when it names another experiment (a train input)."""
-    name = config.get("pretrained")
+    name = config.pretrained
     if not name or name == "imagenet":
         return None
     if experiments is None:
@@ -86,15 +72,15 @@ def parent_checkpoint(config: dict, experiments: Path | None) -> Path | None:
     return path
 
 
-def init_pretrained(model: nn.Module, config: dict, path: Path | None) -> None:
+def init_pretrained(model: nn.Module, config: TrainConfig, path: Path | None) -> None:
     """Load the parent experiment's weights (its checkpoint at `path`: parent_checkpoint) into
     everything but the head; freeze for `finetune: last_layer`. ImageNet weights are loaded by the
     builder (see build_model's `weights`)."""
     head = models.head_name(model.net)
     if path is not None:
-        parent = config["pretrained"]
+        parent = config.pretrained
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        if "parent" in config and ckpt["config"] != config["parent"]["config"]:
+        if config.parent is not None and ckpt["config"] != config.parent["config"]:
             raise PipelineError(
                 f"pretrained: {parent}: {path} was trained with another config than params.yaml now gives "
                 f"{parent}; train {parent} first (dvc repro train@{parent}, or snakemake, which does it itself)")
@@ -109,19 +95,19 @@ def init_pretrained(model: nn.Module, config: dict, path: Path | None) -> None:
             own[k] = theirs[f"net.{k}"]
         model.net.load_state_dict(own)
         log.info("initialised %d tensors from %s; new head %s", len(body), path, head)
-    if config.get("finetune", "all") == "last_layer":
+    if config.finetune == "last_layer":
         for name, p in model.net.named_parameters():
             p.requires_grad_(name.startswith(head + "."))
     return path
 
 
-def train_mode(model: nn.Module, config: dict) -> None:
+def train_mode(model: nn.Module, config: TrainConfig) -> None:
     """Training mode, except that under `finetune: last_layer` the frozen body is in eval mode (a
     fixed feature extractor keeps its BatchNorm statistics; `frozen_body: train` lets them follow
     the batches instead) while the part holding the head, with any dropout in it, trains. The body:
     every top-level part of the network but the head's."""
     model.train()
-    if config.get("finetune", "all") == "last_layer" and config.get("frozen_body", "eval") == "eval":
+    if config.finetune == "last_layer" and config.frozen_body == "eval":
         net = unwrapped(model).net
         head_part = models.head_name(net).split(".")[0]
         for name, part in net.named_children():
@@ -134,8 +120,6 @@ def unwrapped(model: nn.Module) -> nn.Module:
     while isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
         model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model._orig_mod
     return model
-
-
 
 
 class Diverged(Exception):
@@ -168,9 +152,9 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     finite or exploded. They are read after the last step, and that step is checked every
     CHECK_EVERY steps too; a diverged epoch raises Diverged.
     """
-    batch_size, clip = config["batch_size"], config.get("grad_clip")
+    batch_size, clip = config.batch_size, config.grad_clip
     # compile: reduce-overhead replays CUDA graphs, recorded per shape: every batch full
-    static = config.get("compile") == "reduce-overhead" and len(split) >= batch_size
+    static = config.compile == "reduce-overhead" and len(split) >= batch_size
     seen = len(split) - len(split) % batch_size if static else len(split)
     train_mode(model, config)
     device = split.labels.device
@@ -182,7 +166,7 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator, drop_last=static), desc=desc,
                                        leave=False, total=-(-seen // batch_size), disable=not ranks.main)):
         n, part = len(y), distributed.part(len(y), ranks)    # this rank's slice of the global batch
-        x = augment.apply(config.get("augment", []), x[part], aug_generator, config.get("input_size"), n, part)
+        x = augment.apply(config.augment, x[part], aug_generator, config.input_size, n, part)
         x, y = data.memory_format(x, nhwc), y[part]
         optimizer.zero_grad(set_to_none=True)
         with precision:
@@ -231,7 +215,7 @@ class TrainOutputs:
                    folder / "layers.csv" if layers else None)
 
 
-def fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None = None) -> dict:
+def fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None = None) -> dict:
     """Train one experiment, keeping the best-val (or last) checkpoint; log each epoch (pipeline/live.py);
     write metrics, run record (resolved config, library versions, sizes) and layer table. Returns
     metrics + run record. A run that fails leaves no log behind (its resume state stays)."""
@@ -240,16 +224,16 @@ def fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: Pa
     try:
         with on_signal(remove_log):           # SIGTERM / SIGINT: the stage's handler calls it
             if ranks.world == 1:
-                return _fit(config, prepared, stats, out, parent, ranks, inference.pick_device(config["device"]))
+                return _fit(config, prepared, stats, out, parent, ranks, inference.pick_device(config.device))
             return _fit_distributed(config, prepared, stats, out, parent, ranks)
     except BaseException:
         remove_log()
         raise
 
 
-def _fit_distributed(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None,
+def _fit_distributed(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None,
                      ranks: distributed.Ranks) -> dict:
-    cuda = torch.cuda.is_available() and config["device"] != "cpu"
+    cuda = torch.cuda.is_available() and config.device != "cpu"
     device = torch.device("cuda", ranks.local) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
@@ -260,35 +244,35 @@ def _fit_distributed(config: dict, prepared: Path, stats: dict, out: TrainOutput
         distributed.stop(ranks)
 
 
-def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None,
+def _fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, parent: Path | None,
          ranks: distributed.Ranks, device: torch.device) -> dict:
-    generators = {"shuffle": seed_everything(config["seed"], device, config.get("deterministic", False)),
-                  "augment": torch.Generator().manual_seed(config["seed"] + 1)}   # independent of the shuffling
+    generators = {"shuffle": seed_everything(config.seed, device, config.deterministic),
+                  "augment": torch.Generator().manual_seed(config.seed + 1)}   # independent of the shuffling
     threads = inference.set_threads(config, ranks.world)
     meta = data.load_meta(prepared)
     model, nhwc, precision = _model_on(device, config, meta, stats, parent)
     train, val = (data.load_split(prepared, s, device, channels_last=nhwc) for s in ("train", "val"))
     optimizer, schedule, stopper, loss_fn = _recipe(config, model)
     # torch.compile traces on the first call, so the first epoch's time holds the compile time.
-    step_model = distributed.wrap(model, ranks, device, config.get("sync_batchnorm", False))
+    step_model = distributed.wrap(model, ranks, device, config.sync_batchnorm)
     step_model, eval_model = compiled(step_model, model, config, ranks)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
-    state_file, key = resume.state_path(out.model), resume.run_key(config, stats, prepared)
+    state_file, key = resume.state_path(out.model), resume.run_key(config.to_dict(), stats, prepared)
     run = resume.restore(state_file, key, parts, generators)
     if run.history:
-        log.info("resuming %s after epoch %d (from %s)", config["name"], len(run.history), state_file)
+        log.info("resuming %s after epoch %d (from %s)", config.name, len(run.history), state_file)
     epochs_log = live.open_log(out.live) if ranks.main else None
     if epochs_log is not None and run.history:
         live.log_epochs(epochs_log, run.history)
     start = saved_at = time.perf_counter() - run.elapsed
-    for epoch in range(len(run.history) + 1, config["epochs"] + 1):
+    for epoch in range(len(run.history) + 1, config.epochs + 1):
         if run.stopped:
             break
         lr, epoch_start = schedule.lr, time.perf_counter()
         train_loss, train_acc = _train_epoch(step_model, train, loss_fn, optimizer, config, generators, epoch, lr,
                                              precision, nhwc, ranks, device, run.history)
         # each rank scores its slice of val, on the plain module: DDP's forward would sync buffers
-        val_loss, val_acc = score_val_split(eval_model, val, config["eval_batch_size"], precision, nhwc, ranks)
+        val_loss, val_acc = score_val_split(eval_model, val, config.eval_batch_size, precision, nhwc, ranks)
         _record(run, model, config, {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr}, epochs_log)
         run.epoch_times.append(round(time.perf_counter() - epoch_start, 3))
@@ -299,8 +283,8 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: P
         # The resume state (~3x the model: weights, optimizer, kept weights): after an epoch once
         # resume_every_s have passed since the last save (0: every epoch), and after the last epoch.
         # A run killed in between resumes from the last one saved, with the same final bytes.
-        if ranks.main and (time.perf_counter() - saved_at >= config["resume_every_s"] or run.stopped
-                           or epoch == config["epochs"]):
+        if ranks.main and (time.perf_counter() - saved_at >= config.resume_every_s or run.stopped
+                           or epoch == config.epochs):
             saved_at, run.elapsed = time.perf_counter(), time.perf_counter() - start
             resume.snapshot(state_file, key, parts, generators, run)
     metrics, record = _results(config, run, model, meta, device, ranks, threads, time.perf_counter() - start)
@@ -310,45 +294,45 @@ def _fit(config: dict, prepared: Path, stats: dict, out: TrainOutputs, parent: P
     return {**metrics, **record}
 
 
-def _recipe(config: dict, model) -> tuple:
+def _recipe(config: TrainConfig, model) -> tuple:
     """The optimizer (over the trainable parameters), lr schedule, early stopping and loss."""
-    if config["optimizer"] == "sgd" and config.get("nesterov") and not config["momentum"]:
-        raise PipelineError(f"experiment {config['name']}: nesterov: true needs momentum > 0")
+    if config.optimizer == "sgd" and config.nesterov and not config.momentum:
+        raise PipelineError(f"experiment {config.name}: nesterov: true needs momentum > 0")
     optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
-    return (optimizer, recipes.Schedule(config.get("scheduler", {"name": "none"}), optimizer, config["epochs"]),
-            recipes.EarlyStopping(config.get("early_stopping", 0)), recipes.make_loss(config))
+    return (optimizer, recipes.Schedule(config.scheduler, optimizer, config.epochs),
+            recipes.EarlyStopping(config.early_stopping), recipes.make_loss(config))
 
 
-def _train_epoch(step_model, train, loss_fn, optimizer, config: dict, generators: dict, epoch: int, lr: float,
+def _train_epoch(step_model, train, loss_fn, optimizer, config: TrainConfig, generators: dict, epoch: int, lr: float,
                  precision, nhwc: bool, ranks: distributed.Ranks, device: torch.device,
                  history: list[dict]) -> tuple[float, float]:
     """run_epoch, its failures as one line each: a divergence (with an lr to try), out of memory."""
     try:
         return run_epoch(step_model, train, loss_fn, optimizer, config, generators["shuffle"], generators["augment"],
-                         f"{config['name']} epoch {epoch}", precision, nhwc, ranks, _loss_limit(history))
+                         f"{config.name} epoch {epoch}", precision, nhwc, ranks, _loss_limit(history))
     except Diverged as e:
         lower = lr / 10 if lr <= 1 else 0.1      # an lr far above any recipe's: a usual value
         raise PipelineError(
-            f"experiment {config['name']} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
+            f"experiment {config.name} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
             f"lower lr (e.g. lr: {lower:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
     except torch.cuda.OutOfMemoryError:
         raise PipelineError(out_of_memory(config, device)) from None
 
 
-def _record(run: resume.Progress, model, config: dict, row: dict, epochs_log) -> None:
+def _record(run: resume.Progress, model, config: TrainConfig, row: dict, epochs_log) -> None:
     """An epoch's row: into the history, the epoch log (rank 0) and the stage log; and the kept
     checkpoint: the best on val (never on test), or the last epoch's (the seeds' way)."""
     run.history.append(row)
     if epochs_log is not None:
         live.log_epochs(epochs_log, run.history)
-    log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", row["epoch"], config["epochs"],
+    log.info("epoch %d/%d lr %.3g train loss %.4f acc %.4f | val loss %s acc %s", row["epoch"], config.epochs,
              row["lr"], row["train_loss"], row["train_acc"], _fmt(row["val_loss"]), _fmt(row["val_acc"]))
-    if config.get("checkpoint", "best_val") == "last" or run.kept is None or row["val_acc"] > run.kept["val_acc"]:
+    if config.checkpoint == "last" or run.kept is None or row["val_acc"] > run.kept["val_acc"]:
         run.kept = row
         run.kept_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _results(config: dict, run: resume.Progress, model, meta: dict, device: torch.device, ranks: distributed.Ranks,
+def _results(config: TrainConfig, run: resume.Progress, model, meta: dict, device: torch.device, ranks: distributed.Ranks,
              threads: int, train_time_s: float) -> tuple[dict, dict]:
     """train.json: the few scalars of the kept checkpoint's epoch (val figures null without a val
     split); run.json: what the run was, for the report."""
@@ -356,21 +340,21 @@ def _results(config: dict, run: resume.Progress, model, meta: dict, device: torc
     metrics = {"epoch": kept["epoch"], "val_acc": kept["val_acc"], "train_loss": kept["train_loss"],
                "epochs_run": len(run.history), "train_time_s": round(train_time_s, 3)}
     record = {"val_loss": kept["val_loss"], "train_acc": kept["train_acc"],
-              "stopped_early": len(run.history) < config["epochs"],
+              "stopped_early": len(run.history) < config.epochs,
               "parameter_count": sum(p.numel() for p in model.parameters()),
               "trainable_parameter_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "input_size": list(inference.input_size(config, meta)), "device": str(device), "devices": ranks.world,
               "threads": threads, "epoch_times_s": run.epoch_times,
-              "config": config, "config_sha256": config_hash(config), "versions": versions()}
+              "config": config.to_dict(), "config_sha256": config.sha256, "versions": versions()}
     return metrics, record
 
 
-def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, parent: Path | None):
+def _model_on(device: torch.device, config: TrainConfig, meta: dict, stats: dict, parent: Path | None):
     """The experiment's model with its starting weights (ImageNet's, a parent's, or its seed's), on
     `device`; whether it runs channels_last; its autocast context."""
-    weights = {"weights": "imagenet"} if config.get("pretrained") == "imagenet" else {}
+    weights = {"weights": "imagenet"} if config.pretrained == "imagenet" else {}
     model = inference.build_model(config, meta, stats, **weights)
-    if config.get("init", "default") == "he":
+    if config.init == "he":
         he_init(model.net)
     init_pretrained(model, config, parent)
     model = model.to(device)
@@ -380,14 +364,14 @@ def _model_on(device: torch.device, config: dict, meta: dict, stats: dict, paren
     return model, nhwc, precision
 
 
-def compiled(step_model: nn.Module, model: nn.Module, config: dict, ranks: distributed.Ranks):
+def compiled(step_model: nn.Module, model: nn.Module, config: TrainConfig, ranks: distributed.Ranks):
     """(the training step's model, the val scoring's model) as `compile` says. true: torch.compile of
     the step model, which val scoring shares on one process. reduce-overhead: CUDA graphs (kernel
     launches replayed, not issued one by one: the seed study's small models are launch-bound), shapes
     static (run_epoch keeps every training batch full), and val scored by a compile of its own, so
     that the eval-mode graphs are recorded apart from training's. Under DDP val is scored on the
     plain module: DDP's forward would sync buffers."""
-    mode = config.get("compile", False)
+    mode = config.compile
     if not mode:
         return step_model, model if ranks.world > 1 else step_model
     if mode == "reduce-overhead":
@@ -406,12 +390,12 @@ def he_init(net: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def _write(out: TrainOutputs, model, config: dict, meta: dict, stats: dict, progress: resume.Progress,
+def _write(out: TrainOutputs, model, config: TrainConfig, meta: dict, stats: dict, progress: resume.Progress,
            metrics: dict, run: dict) -> None:
     """The stage's outputs, each all or nothing: the kept checkpoint, layer table, run record, metrics."""
     from pipeline.stage import atomic_path
     table = layers.layer_table(model.net.cpu(), meta["channels"], tuple(run["input_size"])) if out.layers else None
-    checkpoint = {"state_dict": progress.kept_state, "config": config, "meta": meta, "stats": stats,
+    checkpoint = {"state_dict": progress.kept_state, "config": config.to_dict(), "meta": meta, "stats": stats,
                   "epoch": progress.kept["epoch"]}
     with atomic_path(out.model) as tmp:
         torch.save(checkpoint, tmp)
@@ -446,11 +430,11 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def out_of_memory(config: dict, device: torch.device) -> str:
+def out_of_memory(config: TrainConfig, device: torch.device) -> str:
     total = torch.cuda.get_device_properties(device).total_memory / 2**30 if device.type == "cuda" else 0
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    bs = config["batch_size"]
-    return (f"experiment {config['name']}: {device} ran out of memory at batch_size {bs} ({name}, "
+    bs = config.batch_size
+    return (f"experiment {config.name}: {device} ran out of memory at batch_size {bs} ({name}, "
             f"{total:.0f} GiB): nothing written; try batch_size: {max(1, bs // 2)}")
 
 

@@ -47,26 +47,24 @@ def evaluate(checkpoint: Path, prepared: Path, metrics: Path, per_class: Path, p
              confusion: Path) -> dict:
     import pandas as pd
     from pipeline import data, inference  # torch is imported only once there is work to do
-    from pipeline.params import config_hash
     import torch
-    model, ckpt, device = inference.load_model(checkpoint)
-    config = ckpt["config"]
+    model, config, device = inference.load_model(checkpoint)
     test = data.load_split(prepared, "test", device, channels_last=inference.channels_last(model, device))
     labels = test.labels.cpu().numpy()
     classes = data.load_meta(prepared)["classes"]
 
     def test_scores(train_mode: bool) -> dict:
-        torch.manual_seed(config["seed"])      # dropout, where train mode turns it on
-        logits = inference.predict(model, test, config["eval_batch_size"], inference.autocast(config, device),
+        torch.manual_seed(config.seed)      # dropout, where train mode turns it on
+        logits = inference.predict(model, test, config.eval_batch_size, inference.autocast(config, device),
                                    inference.channels_last(model, device), train_mode)
         return scores(logits.numpy(), labels, classes)
     # eval mode first: a train-mode pass moves BatchNorm's running statistics
     in_eval = test_scores(train_mode=False)
-    result = in_eval if config.get("test_mode", "eval") == "eval" else test_scores(train_mode=True)
+    result = in_eval if config.test_mode == "eval" else test_scores(train_mode=True)
     cm, pred, acc = result.pop("confusion"), result.pop("pred"), result.pop("per_class_acc")
     if result is not in_eval:     # scored in train mode: the eval-mode figures beside them
         result.update({f"{k}_eval_mode": in_eval[k] for k in ("test_loss", "test_acc", "test_top5")})
-    result["config_sha256"] = config_hash(ckpt["config"])   # the config of the model scored here
+    result["config_sha256"] = config.sha256   # the config of the model scored here
     with stage.atomic_path(per_class) as tmp:
         pd.DataFrame({"class": classes, "accuracy": list(acc.values()), "images": cm.sum(1)}).to_csv(tmp, index=False)
     with stage.atomic_path(predictions) as tmp:

@@ -69,7 +69,7 @@ def _non_finite(node: object, path: tuple = ()) -> tuple | None:
     return next((found for key, child in children if (found := _non_finite(child, (*path, key))) is not None), None)
 
 
-def _schema_check(instance: object, schema: dict, source: str, prefix: str = "") -> None:
+def check_schema(instance: object, schema: dict, source: str, prefix: str = "") -> None:
     if (where := _non_finite(instance)) is not None:
         value = functools.reduce(lambda node, key: node[key], where, instance)
         raise ParamsError(f"{source}: {prefix}{'.'.join(map(str, where)) or '(top level)'}: {value} is not a "
@@ -84,7 +84,7 @@ def _schema_check(instance: object, schema: dict, source: str, prefix: str = "")
 
 def validate(params: object, source: str = "params.yaml") -> dict:
     """Return params if they satisfy the schema and cross-references; else raise ParamsError."""
-    _schema_check(params, load_schema(), source)
+    check_schema(params, load_schema(), source)
     missing = [key for key in training_keys() if key not in params]
     if missing:
         raise ParamsError(f"{source}: (top level): {missing[0]!r} is a required property: every training key has "
@@ -238,7 +238,7 @@ def experiment_config(params: dict, name: str) -> dict:
     if params["smoke"]:
         full = config["input_size"]
         _smoke_sizes(config, ("epochs", "input_size"))
-        if config.get("resize_before_crop"):      # the same geometry, scaled: 256 -> 224 becomes 73 -> 64
+        if config["resize_before_crop"]:      # the same geometry, scaled: 256 -> 224 becomes 73 -> 64
             config["resize_before_crop"] = round(config["resize_before_crop"] * config["input_size"] / full)
     if config["pretrained"] not in (None, "imagenet"):
         parent = config["pretrained"]
@@ -247,12 +247,19 @@ def experiment_config(params: dict, name: str) -> dict:
     return dict(sorted(config.items()))
 
 
+def training_value(params: dict, name: str, key: str):
+    """One training key of an experiment: its own, else the top level's (where every default is).
+    experiment_config resolves them all; this reads one, at the cost of a lookup (the Snakefile's
+    per-job functions)."""
+    return params["experiments"][name].get(key, params[key])
+
+
 def replicate_configs(params: dict, name: str) -> list[dict]:
     """The experiment's further runs (`replicates: N`): its resolved config with seed + i and
     `replicate: i`, for i = 1 .. N-1 (run 0 is the experiment's own). The data split's seed is the
     data set's, so every run sees the same split; the seed drives weights, order, augmentation and dropout."""
     config = experiment_config(params, name)
-    n = params["experiments"][name].get("replicates", params["replicates"])
+    n = training_value(params, name, "replicates")
     if params["smoke"]:
         n = min(n, SMOKE["replicates"])
     return [dict(sorted({**config, "seed": config["seed"] + i, "replicate": i}.items())) for i in range(1, n)]

@@ -19,13 +19,14 @@ import math
 import torch
 from torch import nn
 
+from pipeline.config import TrainConfig
 
-def make_optimizer(config: dict, params) -> torch.optim.Optimizer:
-    lr, wd, momentum = config["lr"], config["weight_decay"], config["momentum"]
-    if config["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd,
-                               nesterov=config.get("nesterov", False))
-    if config["optimizer"] == "adam":
+
+def make_optimizer(config: TrainConfig, params) -> torch.optim.Optimizer:
+    lr, wd, momentum = config.lr, config.weight_decay, config.momentum
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd, nesterov=config.nesterov)
+    if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=wd)
     return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=wd)
 
@@ -88,10 +89,10 @@ class Schedule:
             self.sched.load_state_dict(state)
 
 
-def make_loss(config: dict) -> nn.Module:
-    if config.get("loss", "cross_entropy") == "multi_margin":
+def make_loss(config: TrainConfig) -> nn.Module:
+    if config.loss == "multi_margin":
         return nn.MultiMarginLoss()
-    return nn.CrossEntropyLoss(label_smoothing=config.get("label_smoothing", 0.0))
+    return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
 
 class EarlyStopping:

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from pipeline import evaluate, stage, train
+from pipeline.config import TrainConfig
 
 DONE = "done"   # in a finished run's folder: the digest of what it was made from
 
@@ -49,16 +50,16 @@ def commands(config: Path, prepared: Path, stats: Path, folder: Path, experiment
              *_files(evaluate.ROW, folder), "--log", str(logs / "evaluate.log")]]
 
 
-def _run(cmd: list[str], config: dict) -> None:
+def _run(cmd: list[str], config: TrainConfig) -> None:
     proc = subprocess.Popen(cmd)
     with stage.on_signal(proc.kill):     # a stopped job stops its run too
         code = proc.wait()
     if code != 0:
-        raise stage.PipelineError(f"replicate {config['replicate']} of {config['name']}: {cmd[2]} failed (exit {code}); "
+        raise stage.PipelineError(f"replicate {config.replicate} of {config.name}: {cmd[2]} failed (exit {code}); "
                                   f"its error is above and in {cmd[-1]}; the runs finished so far are kept")
 
 
-def replicate(runs: list[dict], prepared: Path, stats: Path, out: Path, experiments: Path,
+def replicate(runs: list[TrainConfig], prepared: Path, stats: Path, out: Path, experiments: Path,
               logs: Path | None = None) -> list[Path]:
     """Train and evaluate each run into <out>/<i>/ (their stage logs under <logs>/<i>/); return the
     run folders."""
@@ -66,33 +67,33 @@ def replicate(runs: list[dict], prepared: Path, stats: Path, out: Path, experime
     if runs:
         stats_json = json.loads(Path(stats).read_text())
     for config in runs:
-        folder = staging / str(config["replicate"])
+        folder = staging / str(config.replicate)
         key = run_key(config, stats_json, prepared)
         if (folder / DONE).is_file() and (folder / DONE).read_text() == key:
-            stage.log.info("replicate %s of %s: finished earlier, kept", config["replicate"], config["name"])
+            stage.log.info("replicate %s of %s: finished earlier, kept", config.replicate, config.name)
             continue
         folder.mkdir(parents=True, exist_ok=True)
         (folder / DONE).unlink(missing_ok=True)
-        (folder / "config.json").write_text(json.dumps(config, indent=1) + "\n")
-        stage.log.info("replicate %s of %s: seed %s", config["replicate"], config["name"], config["seed"])
-        run_logs = logs / str(config["replicate"]) if logs else folder / ".logs"
+        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        stage.log.info("replicate %s of %s: seed %s", config.replicate, config.name, config.seed)
+        run_logs = logs / str(config.replicate) if logs else folder / ".logs"
         for cmd in commands(folder / "config.json", prepared, stats, folder, experiments, run_logs):
             _run(cmd, config)
         (folder / DONE).write_text(key)
     with stage.atomic_path(out) as tmp:
         tmp.mkdir()
         for config in runs:
-            shutil.copytree(staging / str(config["replicate"]), tmp / str(config["replicate"]),
+            shutil.copytree(staging / str(config.replicate), tmp / str(config.replicate),
                             ignore=shutil.ignore_patterns(DONE, ".*"), copy_function=os.link)
-    return [out / str(c["replicate"]) for c in runs]
+    return [out / str(c.replicate) for c in runs]
 
 
-def run_key(config: dict, stats: dict, prepared: Path) -> str:
+def run_key(config: TrainConfig, stats: dict, prepared: Path) -> str:
     """What a run's outputs are made from: training's resume key (config, stats, training data,
     train code), the test split and the evaluate stage's code."""
     import hashlib
     from pipeline import imports, resume   # torch is imported only once there is work to do
-    h = hashlib.sha256(resume.run_key(config, stats, prepared).encode())
+    h = hashlib.sha256(resume.run_key(config.to_dict(), stats, prepared).encode())
     for name in ("test_images.npy", "test_labels.npy"):
         with open(Path(prepared) / name, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     spec = stage.read_json(args.config)
-    replicate(spec["runs"], args.prepared, args.stats, args.out, args.experiments,
+    runs = [TrainConfig.from_dict(run, source=f"{args.config}: runs[{i}]") for i, run in enumerate(spec["runs"])]
+    replicate(runs, args.prepared, args.stats, args.out, args.experiments,
               args.log.with_suffix("") if args.log else None)
 
 

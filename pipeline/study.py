@@ -34,7 +34,7 @@ def load_study(path: Path, defaults: dict) -> dict:
     schema = {**params_mod.load_schema(), "$ref": "#/$defs/study"}   # the $defs, checking a study file
     for key in ("required", "properties", "unevaluatedProperties"):
         schema.pop(key)
-    params_mod._schema_check(study, schema, str(path))
+    params_mod.check_schema(study, schema, str(path))
     params_mod.check_study(study, defaults, str(path))
     return study
 

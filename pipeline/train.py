@@ -26,9 +26,10 @@ import sys
 from pathlib import Path
 
 from pipeline import stage
+from pipeline.config import TrainConfig
 
 
-def train(config: dict, prepared: Path, stats_path: Path, model: Path, live: Path, metrics: Path,
+def train(config: TrainConfig, prepared: Path, stats_path: Path, model: Path, live: Path, metrics: Path,
           run: Path, layers: Path | None = None, experiments: Path | None = None) -> dict:
     from pipeline import engine  # torch is imported only once there is work to do
     out = engine.TrainOutputs(model, live, metrics, run, layers)
@@ -56,13 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv[1:] if argv[:1] == ["--"] else argv)   # ("--": as relaunched by torchrun)
     rank = int(os.environ.get("RANK", 0))           # under torchrun (devices > 1): rank 0 logs to the file
     stage.setup_logging(args.log if rank == 0 else None, append="LOCAL_RANK" in os.environ)
-    config = stage.read_json(args.config)
-    devices = config.get("devices", 1)
+    config = TrainConfig.from_dict(stage.read_json(args.config), source=str(args.config))
+    devices = config.devices
     if devices > 1 and "LOCAL_RANK" not in os.environ:   # not yet under torchrun: relaunch there
         from pipeline import distributed
-        code = distributed.relaunch(devices, "pipeline.train", argv, config["device"])
+        code = distributed.relaunch(devices, "pipeline.train", argv, config.device)
         if code != 0:
-            raise stage.PipelineError(f"experiment {config['name']}: training on {devices} devices failed "
+            raise stage.PipelineError(f"experiment {config.name}: training on {devices} devices failed "
                                       f"(torchrun exit {code}; the ranks' errors are above)")
         return
     train(config, args.prepared, args.stats, args.model, args.live, args.metrics, args.run,

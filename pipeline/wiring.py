@@ -22,6 +22,7 @@ from pathlib import Path
 
 from pipeline import configure, download, evaluate, imports, live, prepare, replicate, report, stats, train
 from pipeline.stage import Gather, Out, Stage
+from pipeline.params import training_value
 
 ROOT, PACKAGE = imports.ROOT, imports.PACKAGE
 code_deps = imports.code_deps
@@ -162,14 +163,13 @@ class Snakemake:
     def resources(self, stage: Stage) -> dict:
         """The `gpu` resource a job takes (`--resources gpu=K` runs at most K GPUs' worth at once)."""
         if stage.gpus == "devices":   # `devices: N` trains on N GPUs (DDP), so takes N
-            return {"gpu": lambda wildcards: self.params["experiments"][wildcards.exp].get(
-                "devices", self.params["devices"])}
+            return {"gpu": lambda wildcards: training_value(self.params, wildcards.exp, "devices")}
         return {"gpu": stage.gpus} if stage.gpus else {}
 
     def threads(self, wildcards) -> int:
         """CPU threads a train/evaluate job takes (the scheduler's count; the job itself sets its
         config's `threads`, so the numbers never depend on what Snakemake grants)."""
-        value = self.params["experiments"][wildcards.exp].get("threads", self.params["threads"])
+        value = training_value(self.params, wildcards.exp, "threads")
         return len(os.sched_getaffinity(0)) if value == "auto" else value
 
     @staticmethod
@@ -202,14 +202,14 @@ class Snakemake:
 def _parent_checkpoint(params: dict, wildcards) -> list[str]:
     """`pretrained: <experiment>`: that experiment's checkpoint. (DVC: its config and data set
     entry are part of this experiment's config instead; see params.experiment_config.)"""
-    parent = params["experiments"][wildcards.exp].get("pretrained", params["pretrained"])
+    parent = training_value(params, wildcards.exp, "pretrained")
     return [] if parent in (None, "imagenet") else [f"results/experiments/{parent}/model.pt"]
 
 
 def _parent_checkpoint_of_further_runs(params: dict, wildcards) -> list[str]:
     """The same for the replicate job, where it has runs to make (`replicates` > 1): its runs'
     configs carry the parent's, so DVC reruns it exactly then too."""
-    n = params["experiments"][wildcards.exp].get("replicates", params["replicates"])
+    n = training_value(params, wildcards.exp, "replicates")
     return _parent_checkpoint(params, wildcards) if n > 1 else []
 
 

@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from anywhere, without installing
 from pipeline import augment, inference, params, recipes
+from pipeline.config import TrainConfig
 
 SHAPES = {"cifar10": (3, 32, 10), "cifar100": (3, 32, 100), "tiny_imagenet": (3, 64, 200), "cub200": (3, 256, 200)}
 
@@ -32,13 +33,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     p = params.load(Path(__file__).resolve().parents[1] / "params.yaml")
     scope = {**p, **params.read_yaml(Path(__file__).resolve().parents[1] / "studies" / "seed.yaml")}
-    config = {**params.experiment_config(scope, args.experiment), "device": "cpu", "pretrained": None}
-    c, size, k = SHAPES[config["dataset"]]
+    config = TrainConfig.from_dict({**params.experiment_config(scope, args.experiment), "device": "cpu",
+                                     "pretrained": None})
+    c, size, k = SHAPES[config.dataset]
     meta = {"channels": c, "image_size": [size, size], "classes": [str(i) for i in range(k)]}
     model = inference.build_model(config, meta, {"mean": [0.5] * c, "std": [0.25] * c})
     optimizer = recipes.make_optimizer(config, model.parameters())
     loss_fn, g = recipes.make_loss(config), torch.Generator().manual_seed(0)
-    b = config["batch_size"]
+    b = config.batch_size
     x = torch.randint(0, 256, (b, c, size, size), dtype=torch.uint8, generator=g)
     y = torch.randint(0, k, (b,), generator=g)
     model.train()
@@ -46,7 +48,7 @@ def main() -> None:
     for _ in range(args.steps + 1):                     # the first step warms up and is not counted
         t = time.perf_counter()
         optimizer.zero_grad()
-        loss_fn(model(augment.apply(config["augment"], x, g)), y).backward()
+        loss_fn(model(augment.apply(config.augment, x, g)), y).backward()
         optimizer.step()
         times.append(time.perf_counter() - t)
     step = statistics.median(times[1:])

@@ -24,6 +24,7 @@ device, versions and command, to --out.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 import os
@@ -42,6 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from pipeline import data, engine, inference, params, recipes  # noqa: E402
+from pipeline.config import TrainConfig  # noqa: E402
 
 CASES = {   # model -> the seed's batch, workers, epochs, normalisation; the engine's recipe keys
     "cifarnet_best": {"batch": 256, "workers": 2, "epochs": 20, "model": {"name": "cifarnet_best"},
@@ -76,10 +78,10 @@ def seeds_cifar10(source: dict, raw: Path, transform):
     return verified(root=raw, train=True, transform=transform)
 
 
-def seeds_loop(case: str, cfg: dict, meta: dict, dataset, device, steps, warmup) -> float:
+def seeds_loop(case: str, cfg: TrainConfig, meta: dict, dataset, device, steps, warmup) -> float:
     """images/s of the seed's DataLoader loop (fp32, NCHW, loss.item() each step)."""
     from torch.utils.data import DataLoader
-    loader = DataLoader(dataset, batch_size=cfg["batch_size"], shuffle=True, num_workers=CASES[case]["workers"],
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=CASES[case]["workers"],
                         pin_memory=device.type == "cuda", drop_last=True, persistent_workers=True)
     net = _plain_net(cfg, meta, device)
     optimizer = recipes.make_optimizer(cfg, net.parameters())
@@ -102,18 +104,18 @@ def seeds_loop(case: str, cfg: dict, meta: dict, dataset, device, steps, warmup)
     return done / (time.perf_counter() - start)
 
 
-def _plain_net(cfg: dict, meta: dict, device):
+def _plain_net(cfg: TrainConfig, meta: dict, device):
     """The registered model alone (no normalise/resize front: the seeds' transforms did that)."""
     from pipeline import models
-    size = cfg["input_size"] or meta["image_size"][0]
-    return models.build(cfg["model"], meta["channels"], (size, size), len(meta["classes"])).to(device)
+    size = cfg.input_size or meta["image_size"][0]
+    return models.build(cfg.model, meta["channels"], (size, size), len(meta["classes"])).to(device)
 
 
-def engine_loop(cfg: dict, prepared: Path, stats: dict, device, steps, warmup) -> tuple[float, float]:
+def engine_loop(cfg: TrainConfig, prepared: Path, stats: dict, device, steps, warmup) -> tuple[float, float]:
     """(images/s, TFLOP/s) of the engine's own epoch loop over (warmup + steps) batches."""
     meta = data.load_meta(prepared)
     split = data.load_split(prepared, "train", device)
-    n = (warmup + steps) * cfg["batch_size"]
+    n = (warmup + steps) * cfg.batch_size
     model = inference.build_model(cfg, meta, stats).to(device)
     nhwc, precision = inference.channels_last(model, device), inference.autocast(cfg, device)
     if nhwc:
@@ -123,19 +125,19 @@ def engine_loop(cfg: dict, prepared: Path, stats: dict, device, steps, warmup) -
     g, ag = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     run = lambda k: engine.run_epoch(model, data.Split(split.images[:k], split.labels[:k]), loss_fn,  # noqa: E731
                                      optimizer, cfg, g, ag, "engine", precision, nhwc)
-    run(warmup * cfg["batch_size"])                   # cuDNN autotuning, allocator warm-up
+    run(warmup * cfg.batch_size)                   # cuDNN autotuning, allocator warm-up
     sync(device)
     start = time.perf_counter()
-    run(n - warmup * cfg["batch_size"])
+    run(n - warmup * cfg.batch_size)
     sync(device)
-    images_s = (n - warmup * cfg["batch_size"]) / (time.perf_counter() - start)
+    images_s = (n - warmup * cfg.batch_size) / (time.perf_counter() - start)
     return images_s, images_s * flops_per_image(model, cfg, split, loss_fn, precision, nhwc) / 1e12
 
 
 def flops_per_image(model, cfg, split, loss_fn, precision, nhwc) -> float:
     """FLOPs of one training step (forward + backward) per image, as torch's flop counter sees them."""
     from torch.utils.flop_counter import FlopCounterMode
-    x, y = split.images[:cfg["batch_size"]], split.labels[:cfg["batch_size"]]
+    x, y = split.images[:cfg.batch_size], split.labels[:cfg.batch_size]
     with FlopCounterMode(display=False) as counter, precision:
         loss_fn(model(data.memory_format(x, nhwc)), y).backward()
     return counter.get_total_flops() / len(y)
@@ -206,12 +208,12 @@ def measure(case: str, defaults: dict, meta: dict, seeds_data, prepared: Path, s
             device, steps: int, warmup: int, batch_divisor: int = 1) -> dict:
     c = CASES[case]
     batch = max(1, c["batch"] // batch_divisor)
-    cfg = {**defaults, "name": case, "dataset": "cifar10", "device": str(device), "lr": 0.01,
-           "batch_size": batch, "model": c["model"], "input_size": c["input_size"],
-           "augment": c["augment"], "normalize": c["normalize"]}
+    cfg = TrainConfig.from_dict({**defaults, "name": case, "dataset": "cifar10", "device": str(device), "lr": 0.01,
+                                 "batch_size": batch, "model": c["model"], "input_size": c["input_size"],
+                                 "augment": c["augment"], "normalize": c["normalize"]})
     engine.seed_everything(0, device)
     seeds = seeds_loop(case, cfg, meta, seeds_data, device, steps, warmup)
-    ours = {p: engine_loop({**cfg, "precision": p}, prepared, stats, device, steps, warmup)
+    ours = {p: engine_loop(dataclasses.replace(cfg, precision=p), prepared, stats, device, steps, warmup)
             for p in ("fp32", "bf16", "auto")}
     epoch_images = meta["counts"]["train"]
     amortised = epoch_images / (epoch_images / ours["auto"][0] + prepare_s / c["epochs"])

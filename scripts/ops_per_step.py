@@ -57,6 +57,10 @@ def count_step(config: dict, meta: dict) -> tuple[int, int, Counter]:
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
     from pipeline import data, engine, recipes
+    try:    # engines from the typed config on (issue 39) take one; older ones the resolved dict
+        from pipeline.config import TrainConfig
+    except ImportError:
+        TrainConfig = None
 
     class Count(TorchDispatchMode):
         def __init__(self):
@@ -71,13 +75,14 @@ def count_step(config: dict, meta: dict) -> tuple[int, int, Counter]:
     device = torch.device("cpu")
     torch.set_num_threads(1)
     stats = {"mean": [0.5] * 3, "std": [0.25] * 3}
+    size, b = meta["image_size"][0], COUNT_BATCH
+    config = {**config, "batch_size": b}
+    config = TrainConfig.from_dict(config) if TrainConfig else config
     model, nhwc, precision = engine._model_on(device, config, meta, stats, None)
     optimizer = recipes.make_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     for group in optimizer.param_groups:   # as on CUDA, where torch defaults to the multi-tensor (foreach)
         group["foreach"] = True            # update; on the CPU it would loop over the tensors one by one
     loss_fn = recipes.make_loss(config)
-    size, b = meta["image_size"][0], COUNT_BATCH
-    config = {**config, "batch_size": b}
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (2 * b, 3, size, size), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, len(meta["classes"]), (2 * b,), generator=g)

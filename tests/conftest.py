@@ -21,8 +21,18 @@ def unit_params() -> dict:
 
 
 def training_defaults() -> dict:
+    """The unit params' training defaults, as a resolved config holds them (no run count)."""
     from pipeline import params
-    return {k: v for k, v in unit_params().items() if k in params.training_keys()}
+    return {k: v for k, v in unit_params().items()
+            if k in params.training_keys() and k not in params.RUN_COUNT_KEYS}
+
+
+def train_config(**overrides):
+    """A typed config (pipeline.config.TrainConfig) of a tiny digits LeNet: the unit params'
+    defaults under `overrides`."""
+    from pipeline.config import TrainConfig
+    return TrainConfig.from_dict({**training_defaults(), "name": "t", "dataset": "digits", "device": "cpu",
+                                  "model": {"name": "lenet", "channels": [8], "fc": [32]}, **overrides})
 
 
 def copy_project(dest: Path) -> Path:

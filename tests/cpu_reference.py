@@ -55,13 +55,14 @@ def histories(work: Path) -> dict[str, list[dict]]:
     history rows (pipeline/live.py's log), as text."""
     from pipeline import engine, live
     from pipeline import params as P
+    from pipeline.config import TrainConfig
     prepared = digits_prepared(work / "prepared")
     stats = json.loads((prepared / "stats.json").read_text())
     p, out = demo_params(), {}
     for name in p["experiments"]:
         d = work / "experiments" / name
         d.mkdir(parents=True)
-        config = P.experiment_config(p, name)
+        config = TrainConfig.from_dict(P.experiment_config(p, name))
         engine.fit(config, prepared, stats, engine.TrainOutputs.in_folder(d, layers=False),
                    engine.parent_checkpoint(config, work / "experiments"))
         frame = live.read_history(d / "live")

@@ -14,6 +14,7 @@ import pytest
 from conftest import unit_params
 from pipeline import configure, evaluate
 from pipeline import params as P
+from pipeline.config import TrainConfig
 from pipeline.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ def test_a_two_class_folder_data_set_runs_through_evaluate_and_the_report(tmp_pa
     download.download(read("datasets/pets.source.json"), data / "raw/pets")
     prepare.prepare(read("datasets/pets.json"), data / "raw/pets", data / "prepared/pets", workers=1)
     stats.stats(data / "prepared/pets", data / "stats/pets.json")
-    engine.fit(read("experiments/pets_lenet.json"), data / "prepared/pets",
+    engine.fit(TrainConfig.from_dict(read("experiments/pets_lenet.json")), data / "prepared/pets",
                json.loads((data / "stats/pets.json").read_text()), engine.TrainOutputs.in_folder(exp))
     result = evaluate.evaluate(exp / "model.pt", data / "prepared/pets", exp / "test.json", exp / "per_class.csv",
                                exp / "predictions.csv", exp / "confusion.csv")

@@ -13,6 +13,7 @@ import torch
 from cpu_reference import REFERENCE, digits_prepared, histories
 from conftest import training_defaults
 from pipeline import data, engine, inference, recipes
+from pipeline.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULTS = training_defaults()
@@ -50,11 +51,12 @@ def prepared(tmp_path_factory) -> Path:
     return digits_prepared(tmp_path_factory.mktemp("prepared"))
 
 
-def config(**overrides) -> dict:
-    return {**DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "epochs": 1, "batch_size": 16,
-            "model": {"name": "lenet", "channels": [8], "fc": [32]},
-            "augment": [{"name": "crop", "padding": 1}, {"name": "hflip"}, {"name": "color_jitter", "brightness": 0.2}],
-            **overrides}
+def config(**overrides) -> TrainConfig:
+    return TrainConfig.from_dict({
+        **DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "epochs": 1, "batch_size": 16,
+        "model": {"name": "lenet", "channels": [8], "fc": [32]},
+        "augment": [{"name": "crop", "padding": 1}, {"name": "hflip"}, {"name": "color_jitter", "brightness": 0.2}],
+        **overrides})
 
 
 class HostReads:
@@ -79,7 +81,7 @@ def test_the_step_loop_reads_nothing_back_until_the_epoch_ends(prepared, monkeyp
     model = inference.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]})
     split = data.load_split(prepared, "train", torch.device("cpu"))
     optimizer = recipes.make_optimizer(cfg, model.parameters())
-    steps = -(-len(split) // cfg["batch_size"])
+    steps = -(-len(split) // cfg.batch_size)
     reads = HostReads(monkeypatch)
     loss, acc = engine.run_epoch(model, split, recipes.make_loss(cfg), optimizer, cfg,
                                  torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), "t")
@@ -113,7 +115,7 @@ def test_no_synchronising_cuda_call_in_the_step_loop(prepared):
     ("auto", "cpu", False), ("fp32", "cpu", False), ("bf16", "cpu", True),
     ("auto", "cuda", True), ("fp32", "cuda", False), ("bf16", "cuda", True)])
 def test_precision_per_device(precision, device, bf16):
-    ctx = inference.autocast({"precision": precision}, torch.device(device))
+    ctx = inference.autocast(config(precision=precision), torch.device(device))
     if bf16:
         assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16
     else:

@@ -18,6 +18,7 @@ import torch
 from conftest import ROOT, files_in, processes_of, run, tool_env, training_defaults
 from cpu_reference import digits_prepared
 from pipeline import engine, resume
+from pipeline.config import TrainConfig
 
 DEFAULTS = training_defaults()
 OUTPUTS = {"model": "model.pt", "live": "live", "metrics": "train.json", "run": "run.json", "layers": "layers.csv"}
@@ -158,7 +159,7 @@ def test_running_out_of_gpu_memory_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "run_epoch", oom)
     with pytest.raises(engine.PipelineError, match=r"experiment t: cpu ran out of memory at batch_size 32 .*"
                                                     r"nothing written; try batch_size: 16"):
-        engine.fit(config(epochs=1), prepared, {"mean": [0.3], "std": [0.35]}, engine.TrainOutputs.in_folder(tmp_path))
+        engine.fit(TrainConfig.from_dict(config(epochs=1)), prepared, {"mean": [0.3], "std": [0.35]}, engine.TrainOutputs.in_folder(tmp_path))
     assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.json"))
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from conftest import unit_params
 from pipeline import engine, inference, layers, models, params
+from pipeline.config import TrainConfig
 from pipeline.models import cifarnet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -252,7 +253,7 @@ def test_too_small_input_is_a_pipeline_error_pointing_at_input_size():
     config = dict(EXPERIMENTS["digits_cifarnet"], input_size=None)
     meta = {"channels": 1, "image_size": [8, 8], "classes": list("0123456789")}
     with pytest.raises(engine.PipelineError, match="input_size"):
-        inference.build_model(config, meta, {"mean": [0.5], "std": [0.5]})
+        inference.build_model(TrainConfig.from_dict(config), meta, {"mean": [0.5], "std": [0.5]})
 
 
 def test_layer_table_from_a_real_forward_pass():

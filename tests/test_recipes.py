@@ -1,6 +1,7 @@
 """Each optimizer, schedule, loss and augmentation against numbers worked out by hand."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
@@ -12,16 +13,17 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import train_config
 from pipeline import augment, engine, inference, models, recipes
 from pipeline.stage import PipelineError
 
-BASE = {"lr": 0.1, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False}
+BASE = {"lr": 0.1, "weight_decay": 0.0, "momentum": 0.9, "nesterov": False}   # what each case starts from
 
 
 def one_step(config: dict, p0: float = 1.0, grad: float = 2.0) -> float:
     """The parameter after one optimizer step from p0 with loss grad * p."""
     p = nn.Parameter(torch.tensor([p0]))
-    opt = recipes.make_optimizer({**BASE, **config}, [p])
+    opt = recipes.make_optimizer(train_config(**{**BASE, **config}), [p])
     (grad * p).sum().backward()
     opt.step()
     return p.item()
@@ -40,7 +42,7 @@ def test_optimizer_first_step(config, expected):
 
 def test_sgd_momentum_accumulates():
     p = nn.Parameter(torch.tensor([0.0]))
-    opt = recipes.make_optimizer({**BASE, "optimizer": "sgd"}, [p])
+    opt = recipes.make_optimizer(train_config(**BASE, optimizer="sgd"), [p])
     for _ in range(2):
         opt.zero_grad()
         p.sum().backward()              # gradient 1
@@ -87,8 +89,8 @@ def test_cosine_with_warmup():
 
 def test_label_smoothing_changes_the_loss_by_the_expected_amount():
     logits, y = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]]), torch.tensor([0, 2])
-    ce = recipes.make_loss({"loss": "cross_entropy", "label_smoothing": 0.0})(logits, y)
-    ls = recipes.make_loss({"loss": "cross_entropy", "label_smoothing": 0.1})(logits, y)
+    ce = recipes.make_loss(train_config(loss="cross_entropy", label_smoothing=0.0))(logits, y)
+    ls = recipes.make_loss(train_config(loss="cross_entropy", label_smoothing=0.1))(logits, y)
     uniform = -torch.log_softmax(logits, 1).mean(1).mean()    # cross-entropy against the uniform target
     assert ls.item() == pytest.approx((0.9 * ce + 0.1 * uniform).item(), rel=1e-6)
     assert ls.item() != pytest.approx(ce.item())
@@ -96,7 +98,7 @@ def test_label_smoothing_changes_the_loss_by_the_expected_amount():
 
 def test_multi_margin_loss():
     logits, y = torch.tensor([[2.0, 1.5, -1.0]]), torch.tensor([0])
-    loss = recipes.make_loss({"loss": "multi_margin"})(logits, y)
+    loss = recipes.make_loss(train_config(loss="multi_margin"))(logits, y)
     assert loss.item() == pytest.approx((max(0, 1 - 2 + 1.5) + max(0, 1 - 2 - 1)) / 3)
 
 
@@ -370,20 +372,20 @@ def test_finetune_last_layer_loads_the_parent_body_and_freezes_it(tmp_path):
     meta = {"channels": 1, "image_size": [8, 8], "classes": list("0123456789")}
     stats = {"mean": [0.5], "std": [0.25]}
     spec = {"name": "lenet", "channels": [4], "fc": [8]}
-    parent = inference.build_model({"name": "p", "model": spec}, meta, stats)
+    parent = inference.build_model(train_config(name="p", model=spec), meta, stats)
     (tmp_path / "p").mkdir()
     torch.save({"state_dict": parent.state_dict()}, tmp_path / "p" / "model.pt")
-    child_config = {"name": "c", "model": spec, "pretrained": "p", "finetune": "last_layer"}
+    child_config = train_config(name="c", model=spec, pretrained="p", finetune="last_layer")
     child = inference.build_model(child_config, {**meta, "classes": list("abc")}, stats)
     engine.init_pretrained(child, child_config, engine.parent_checkpoint(child_config, tmp_path))
     assert torch.equal(child.net[0].weight, parent.net[0].weight)           # body copied
     assert child.net[-1].out_features == 3                                   # new head
     assert [n for n, p in child.named_parameters() if p.requires_grad] == ["net.6.weight", "net.6.bias"]
-    other = {"name": "c", "model": {"name": "lenet", "channels": [6], "fc": [8]}, "pretrained": "p"}
+    other = train_config(name="c", model={"name": "lenet", "channels": [6], "fc": [8]}, pretrained="p")
     with pytest.raises(PipelineError, match="does not match"):
         engine.init_pretrained(inference.build_model(other, meta, stats), other, tmp_path / "p" / "model.pt")
     with pytest.raises(PipelineError, match="no checkpoint"):
-        engine.parent_checkpoint({**child_config, "pretrained": "missing"}, tmp_path)
+        engine.parent_checkpoint(dataclasses.replace(child_config, pretrained="missing"), tmp_path)
 
 
 def test_every_scheduler_of_the_schema_is_in_the_table_and_nothing_else():

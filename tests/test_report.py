@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run
+from conftest import ROOT, run, train_config
 from pipeline import params as params_mod
 from pipeline import report
 from pipeline.report import collect
@@ -383,8 +383,9 @@ def test_the_train_loss_panel_names_each_objective_where_they_differ(monkeypatch
     """Label-smoothed cross-entropy plateaus above a plain one and multi-margin is on another scale:
     one axis says so, and each legend entry names its objective; one objective: plain labels."""
     from pipeline.report import figures
-    assert [figures.objective(c) for c in ({}, {"label_smoothing": 0.1}, {"loss": "multi_margin"})] == \
-        ["cross-entropy", "cross-entropy, smoothing 0.1", "multi-margin"]
+    configs = ({}, {"label_smoothing": 0.1}, {"loss": "multi_margin"})
+    assert [figures.objective(train_config(**c)) for c in configs] + [figures.objective(None)] == \
+        ["cross-entropy", "cross-entropy, smoothing 0.1", "multi-margin", "objective unknown"]
     runs = [pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.6], "val_acc": [0.5, 0.7]})]
     seen = {}
     original = figures.to_uri

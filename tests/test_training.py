@@ -2,6 +2,7 @@
 early stopping, best-on-val checkpoints, the layer table, and transfer from another experiment."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,6 +15,7 @@ import torch
 from cpu_reference import digits_prepared
 from conftest import files_in, training_defaults
 from pipeline import engine, inference, layers, live, train
+from pipeline.config import TrainConfig
 from pipeline.stage import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,15 +29,21 @@ def prepared(tmp_path_factory) -> Path:
 
 
 def config(**overrides) -> dict:
+    """A resolved config as configure writes it (a dict: TrainConfig.from_dict reads it)."""
     c = {**DEFAULTS, "name": "t", "dataset": "digits", "device": "cpu", "epochs": 4, "batch_size": 32,
          "model": {"name": "lenet", "channels": [8], "fc": [32]}}
     c.update(overrides)
     return c
 
 
+def typed(**overrides) -> TrainConfig:
+    return TrainConfig.from_dict(config(**overrides))
+
+
 def fit(cfg: dict, prepared: Path, out: Path, experiments: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     stats = json.loads((prepared / "stats.json").read_text())
+    cfg = TrainConfig.from_dict(cfg)
     parent = engine.parent_checkpoint(cfg, experiments)
     return engine.fit(cfg, prepared, stats, engine.TrainOutputs.in_folder(out), parent)
 
@@ -171,32 +179,32 @@ def test_test_mode_train_scores_with_batch_statistics_and_keeps_the_eval_mode_fi
 def test_last_layer_finetuning_keeps_the_body_in_eval_mode_and_the_head_training(prepared):
     """A frozen body keeps its BatchNorm statistics; dropout in the head still drops."""
     meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
-    cfg = config(model={"name": "vgg", "layers": [4, "M"], "head": [16], "dropout": 0.5}, finetune="last_layer")
+    cfg = typed(model={"name": "vgg", "layers": [4, "M"], "head": [16], "dropout": 0.5}, finetune="last_layer")
     model = inference.build_model(cfg, meta, stats)
     engine.train_mode(model, cfg)
     modes = {type(m).__name__: m.training for m in model.net.modules() if not list(m.children())}
     assert modes["BatchNorm2d"] is False and modes["Dropout"] is True and modes["Linear"] is True
-    engine.train_mode(model, {**cfg, "finetune": "all"})
+    engine.train_mode(model, dataclasses.replace(cfg, finetune="all"))
     assert all(m.training for m in model.modules())
-    engine.train_mode(model, {**cfg, "frozen_body": "train"})     # the course loop's model.train()
+    engine.train_mode(model, dataclasses.replace(cfg, frozen_body="train"))     # the course loop's model.train()
     assert all(m.training for m in model.modules())
 
 
 def test_normalize_none_only_scales_to_unit_range(prepared):
     meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
-    model = inference.build_model(config(normalize="none"), meta, stats)
+    model = inference.build_model(typed(normalize="none"), meta, stats)
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
     assert model.normalize(x).flatten().tolist() == pytest.approx([0.0, 0.2, 1.0])
 
 
 def test_normalize_with_a_reports_own_constants(prepared):
     meta, stats = json.loads((prepared / "meta.json").read_text()), json.loads((prepared / "stats.json").read_text())
-    model = inference.build_model(config(normalize={"mean": [0.2], "std": [0.4]}), meta, stats)
+    model = inference.build_model(typed(normalize={"mean": [0.2], "std": [0.4]}), meta, stats)
     x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3)
     assert model.normalize(x).flatten().tolist() == pytest.approx([-0.5, 0.0, 2.0])
     with pytest.raises(PipelineError, match=r"normalize: mean and std need one value per channel \(1 for digits\), "
                                             r"got 3 and 3"):
-        inference.build_model(config(normalize={"mean": [0.5] * 3, "std": [0.2] * 3}), meta, stats)
+        inference.build_model(typed(normalize={"mean": [0.5] * 3, "std": [0.2] * 3}), meta, stats)
 
 
 def test_schedule_lr_is_recorded_per_epoch(prepared, tmp_path):
@@ -242,7 +250,7 @@ def test_transfer_from_another_experiment_through_the_cli(prepared, tmp_path):
 
 
 def test_missing_parent_checkpoint_is_a_clear_error(prepared, tmp_path):
-    cfg = config(pretrained="nowhere")
+    cfg = typed(pretrained="nowhere")
     with pytest.raises(engine.PipelineError, match="no checkpoint at .*nowhere.*train experiment nowhere first"):
         engine.parent_checkpoint(cfg, tmp_path)
 

@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from pipeline import live
+from pipeline.config import TrainConfig
+from pipeline.params import ParamsError
 from pipeline.report import verdict
 
 log = logging.getLogger("pipeline.report")
@@ -86,7 +88,7 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None,
     spec = study["experiments"][name]
     exp = {"name": name, "dataset": spec["dataset"], "model": spec["model"],
            "description": spec["description"], "reported": spec["reported"] or None,
-           "rule": study["verdict"], "config": {}, "dir": results / name, "problems": [], "finished": None}
+           "rule": study["verdict"], "config": None, "dir": results / name, "problems": [], "finished": None}
     for f in EXPERIMENT_FILES:
         key = f.replace(".", "_")
         exp[key] = None
@@ -105,7 +107,10 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None,
                         name, stage_name, results / name)
             exp.update({f.replace(".", "_"): None for f in files})
     if exp["run_json"] is not None:   # what the run was configured with
-        exp["config"] = exp["run_json"].get("config", {})
+        try:
+            exp["config"] = TrainConfig.from_dict(exp["run_json"].get("config"), f"{results / name / 'run.json'}: config")
+        except ParamsError as e:
+            exp["problems"].append(str(e))
     exp["log_path"], exp["log_tail"] = _log_tail(logs, name)
     exp["replicates"] = _replicates(spec, replicates / name if replicates is not None else None, name)
     exp["runs_wanted"] = 1 + len(spec.get("replicate_sha256", []))
@@ -132,6 +137,7 @@ def _ours(exp: dict, split: str, metric: str):
     """Our figure for `metric` (top1 %, loss, train_loss) on `split`, from the kept checkpoint; top-1
     the mean over the runs, cut to an integer where the seed's figure was (`reported.truncated`)."""
     train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
+    config = exp["config"]    # None until trained
     if metric == "train_loss":
         return train.get("train_loss")
     if metric != "top1":
@@ -145,7 +151,7 @@ def _ours(exp: dict, split: str, metric: str):
 def _runs(exp: dict) -> list[dict]:
     """The experiment's own run (if trained and evaluated) and its finished further runs."""
     own = [exp] if exp["train_json"] is not None and exp["test_json"] is not None else []
-    return own + exp.get("replicates", [])
+    return own + exp["replicates"]
 
 
 def run_values(exp: dict, split: str, metric: str = "top1") -> list[float]:
@@ -185,6 +191,7 @@ def leaderboard_row(exp: dict) -> dict:
     `spread` is our top-1 on the compared split over the runs; `verdict` says whether the seed's
     figure is within it (pipeline/report/verdict.py), None without a seed figure."""
     train, run, test = exp["train_json"] or {}, exp["run_json"] or {}, exp["test_json"] or {}
+    config = exp["config"]    # None until trained
     reported = exp["reported"] or {}
     split = reported.get("split")
     ours = _ours(exp, split, "top1") if split else None
@@ -195,11 +202,11 @@ def leaderboard_row(exp: dict) -> dict:
         "name": exp["name"], "dataset": exp["dataset"], "model": exp["model"], "status": exp["status"],
         "n_params": run.get("parameter_count"), "n_trainable": run.get("trainable_parameter_count"),
         "epochs_run": train.get("epochs_run"),
-        "max_epochs": exp["config"].get("epochs"), "kept_epoch": train.get("epoch"),
-        "checkpoint": exp["config"].get("checkpoint", "best_val"), "stopped_early": bool(run.get("stopped_early")),
+        "max_epochs": config and config.epochs, "kept_epoch": train.get("epoch"),
+        "checkpoint": config and config.checkpoint, "stopped_early": bool(run.get("stopped_early")),
         "val_acc": _pct(train.get("val_acc")), "test_acc": _pct(test.get("test_acc")),
         "test_top5": _pct(test.get("test_top5")), "test_loss": test.get("test_loss"),
-        "test_mode": exp["config"].get("test_mode", "eval"),
+        "test_mode": config and config.test_mode,
         "test_acc_eval_mode": _pct(test.get("test_acc_eval_mode")),   # scored in train mode: eval mode's too
         "train_time_s": train.get("train_time_s"), "reported": reported.get("top1"), "reported_split": split,
         "reported_truncated": bool(reported.get("truncated")), "reported_peak": bool(reported.get("peak")),
@@ -320,7 +327,7 @@ def per_class_half_widths(exp: dict) -> dict[str, float]:
 def histories(exp: dict) -> list[pd.DataFrame]:
     """The epochs of every finished run (the experiment's own first; accuracies in %)."""
     own = [exp["live"]] if exp["live"] is not None else []
-    return own + [run["live"] for run in exp.get("replicates", []) if run["live"] is not None]
+    return own + [run["live"] for run in exp["replicates"] if run["live"] is not None]
 
 
 def prediction_sample(predictions: pd.DataFrame, n_random: int = 8, n_mistakes: int = 8,

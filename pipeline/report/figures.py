@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+from pipeline.config import TrainConfig  # noqa: E402
 
 DPI = 72
 THUMB = 48  # longest side of a prediction thumbnail, pixels (the page scales it up)
@@ -109,12 +110,13 @@ def _mean_band(ax, runs: list, column: str, **style):
     return line
 
 
-def objective(config: dict) -> str:
-    """The training objective a train loss measures, in words."""
-    if config.get("loss", "cross_entropy") == "multi_margin":
+def objective(config: TrainConfig | None) -> str:
+    """The training objective a train loss measures, in words (None: a run without its config)."""
+    if config is None:
+        return "objective unknown"
+    if config.loss == "multi_margin":
         return "multi-margin"
-    smoothing = config.get("label_smoothing", 0)
-    return f"cross-entropy, smoothing {smoothing:g}" if smoothing else "cross-entropy"
+    return f"cross-entropy, smoothing {config.label_smoothing:g}" if config.label_smoothing else "cross-entropy"
 
 
 def dataset_curves(runs_by_experiment: dict[str, list], objectives: dict[str, str] | None = None) -> str:
