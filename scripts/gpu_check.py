@@ -3,7 +3,7 @@
     make gpu-check                                            # = python scripts/gpu_check.py --out benchmarks
     python scripts/gpu_check.py --tiny --device cpu --out /tmp/check   # the same code, tiny (tests/test_gpu_check.py)
 
-Needs no network: the CIFAR-10 JPEG archive at offline/cifar10-jpeg.tar.gz (or --data; README: "The
+Needs no network: the CIFAR-10 JPEG archive at offline/cifar10-jpeg.tar.gz (or --data; docs/design.md: "The
 first GPU" says what to copy beside the checkout). Each part runs in a scratch copy of the checkout
 (your workspace is left alone), is timed, and is recorded as ok or with its error; the command exits
 1 if any part failed. The parts:
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks", help="folder for the JSON file")
     args = ap.parse_args(argv)
     if not args.data.is_file():
-        sys.exit(f"error: {args.data}: no such file; copy the CIFAR-10 JPEG archive there (README: The first GPU)")
+        sys.exit(f"error: {args.data}: no such file; copy the CIFAR-10 JPEG archive there (docs/design.md: The first GPU)")
     import torch
     started = dt.datetime.now(dt.timezone.utc)
     report = {"command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
