@@ -134,16 +134,29 @@ EXPLODED = 1000.0      # a loss this many times the run's first (and above this 
 CHECK_EVERY = 50       # steps between the only host reads of an epoch, to stop a diverged run early
 
 
-def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator, desc,
-              precision=contextlib.nullcontext(), nhwc: bool = False,
-              ranks: distributed.Ranks = distributed.Ranks(), loss_limit: float | None = None) -> tuple[float, float]:
+@dataclass(frozen=True)
+class Step:
+    """What a training step runs, fixed for the whole run: the model it steps (DDP's wrapper,
+    torch.compile's, or the model itself), its loss and optimizer, and how it runs (autocast,
+    channels_last, this process's rank)."""
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    precision: contextlib.AbstractContextManager = contextlib.nullcontext()
+    nhwc: bool = False
+    ranks: distributed.Ranks = distributed.Ranks()
+
+
+def run_epoch(step: Step, split: data.Split, config: TrainConfig, generators: dict[str, torch.Generator],
+              desc: str = "train", loss_limit: float | None = None) -> tuple[float, float]:
     """One pass of training with per-sample augmentation. Returns (mean loss, accuracy).
+    `generators`: "shuffle" draws the batches' order, "augment" the augmentation.
 
     A step whose loss is not finite or above `loss_limit` has diverged. The limit is the run's:
     fit passes EXPLODED times the first epoch's mean loss (at least 1), so that an explosion spread
     over epochs (one batch each) is caught too; None, in the first epoch, takes it from its first step.
 
-    Under DDP (`ranks`) this rank augments and trains on its slice of each global batch, with the
+    Under DDP (`step.ranks`) this rank augments and trains on its slice of each global batch, with the
     augmentation draws the image gets on one device; the epoch's sums (and the divergence check)
     are reduced over the ranks.
 
@@ -156,6 +169,7 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     # compile: reduce-overhead replays CUDA graphs, recorded per shape: every batch full
     static = config.compile == "reduce-overhead" and len(split) >= batch_size
     seen = len(split) - len(split) % batch_size if static else len(split)
+    model, optimizer, ranks = step.model, step.optimizer, step.ranks
     train_mode(model, config)
     device = split.labels.device
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
@@ -163,15 +177,15 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
     bad_step = torch.full((), -1.0, dtype=torch.float64, device=device)   # first diverged step; -1: none
     bad_loss = torch.zeros((), dtype=torch.float64, device=device)
     limit = loss_limit
-    for step, (x, y) in enumerate(tqdm(data.batches(split, batch_size, generator, drop_last=static), desc=desc,
-                                       leave=False, total=-(-seen // batch_size), disable=not ranks.main)):
+    batches = data.batches(split, batch_size, generators["shuffle"], drop_last=static)
+    for i, (x, y) in enumerate(tqdm(batches, desc=desc, leave=False, total=-(-seen // batch_size), disable=not ranks.main)):
         n, part = len(y), distributed.part(len(y), ranks)    # this rank's slice of the global batch
-        x = augment.apply(config.augment, x[part], aug_generator, config.input_size, n, part)
-        x, y = data.memory_format(x, nhwc), y[part]
+        x = augment.apply(config.augment, x[part], generators["augment"], config.input_size, n, part)
+        x, y = data.memory_format(x, step.nhwc), y[part]
         optimizer.zero_grad(set_to_none=True)
-        with precision:
+        with step.precision:
             logits = model(x)
-            loss = loss_fn(logits, y) if len(y) else logits.sum() * 0   # (an empty slice: no images)
+            loss = step.loss_fn(logits, y) if len(y) else logits.sum() * 0   # (an empty slice: no images)
         loss.backward()
         if clip:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
@@ -182,9 +196,9 @@ def run_epoch(model, split, loss_fn, optimizer, config, generator, aug_generator
         if limit is None:
             limit = EXPLODED * value.abs().clamp(min=1.0)
         new = (bad_step < 0) & ~((value.abs() <= limit) & torch.isfinite(value))
-        bad_step = torch.where(new, float(step), bad_step)
+        bad_step = torch.where(new, float(i), bad_step)
         bad_loss = torch.where(new, value, bad_loss)
-        if (step + 1) % CHECK_EVERY == 0 and distributed.all_reduce(bad_step.clone(), ranks, "max").item() >= 0:
+        if (i + 1) % CHECK_EVERY == 0 and distributed.all_reduce(bad_step.clone(), ranks, "max").item() >= 0:
             break
     sums = distributed.all_reduce(torch.stack([total_loss, correct.double()]), ranks)
     total, right, first_bad, first_bad_loss = torch.cat(
@@ -256,6 +270,7 @@ def _fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, pa
     # torch.compile traces on the first call, so the first epoch's time holds the compile time.
     step_model = distributed.wrap(model, ranks, device, config.sync_batchnorm)
     step_model, eval_model = compiled(step_model, model, config, ranks)
+    step = Step(step_model, loss_fn, optimizer, precision, nhwc, ranks)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
     state_file, key = resume.state_path(out.model), resume.run_key(config.to_dict(), stats, prepared)
     run = resume.restore(state_file, key, parts, generators)
@@ -269,8 +284,7 @@ def _fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, pa
         if run.stopped:
             break
         lr, epoch_start = schedule.lr, time.perf_counter()
-        train_loss, train_acc = _train_epoch(step_model, train, loss_fn, optimizer, config, generators, epoch, lr,
-                                             precision, nhwc, ranks, device, run.history)
+        train_loss, train_acc = _train_epoch(step, train, config, generators, epoch, lr, run.history)
         # each rank scores its slice of val, on the plain module: DDP's forward would sync buffers
         val_loss, val_acc = score_val_split(eval_model, val, config.eval_batch_size, precision, nhwc, ranks)
         _record(run, model, config, {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
@@ -303,20 +317,18 @@ def _recipe(config: TrainConfig, model) -> tuple:
             recipes.EarlyStopping(config.early_stopping), recipes.make_loss(config))
 
 
-def _train_epoch(step_model, train, loss_fn, optimizer, config: TrainConfig, generators: dict, epoch: int, lr: float,
-                 precision, nhwc: bool, ranks: distributed.Ranks, device: torch.device,
+def _train_epoch(step: Step, train: data.Split, config: TrainConfig, generators: dict, epoch: int, lr: float,
                  history: list[dict]) -> tuple[float, float]:
     """run_epoch, its failures as one line each: a divergence (with an lr to try), out of memory."""
     try:
-        return run_epoch(step_model, train, loss_fn, optimizer, config, generators["shuffle"], generators["augment"],
-                         f"{config.name} epoch {epoch}", precision, nhwc, ranks, _loss_limit(history))
+        return run_epoch(step, train, config, generators, f"{config.name} epoch {epoch}", _loss_limit(history))
     except Diverged as e:
         lower = lr / 10 if lr <= 1 else 0.1      # an lr far above any recipe's: a usual value
         raise PipelineError(
             f"experiment {config.name} diverged in epoch {epoch}, {e} (lr {lr:g}): nothing written; "
             f"lower lr (e.g. lr: {lower:g}) or clip gradients (e.g. grad_clip: 1.0)") from None
     except torch.cuda.OutOfMemoryError:
-        raise PipelineError(out_of_memory(config, device)) from None
+        raise PipelineError(out_of_memory(config, train.labels.device)) from None
 
 
 def _record(run: resume.Progress, model, config: TrainConfig, row: dict, epochs_log) -> None:

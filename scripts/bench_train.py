@@ -123,8 +123,9 @@ def engine_loop(cfg: TrainConfig, prepared: Path, stats: dict, device, steps, wa
     optimizer = recipes.make_optimizer(cfg, model.parameters())
     loss_fn = recipes.make_loss(cfg)
     g, ag = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
-    run = lambda k: engine.run_epoch(model, data.Split(split.images[:k], split.labels[:k]), loss_fn,  # noqa: E731
-                                     optimizer, cfg, g, ag, "engine", precision, nhwc)
+    step = engine.Step(model, loss_fn, optimizer, precision, nhwc)
+    run = lambda k: engine.run_epoch(step, data.Split(split.images[:k], split.labels[:k]), cfg,  # noqa: E731
+                                     {"shuffle": g, "augment": ag}, "engine")
     run(warmup * cfg.batch_size)                   # cuDNN autotuning, allocator warm-up
     sync(device)
     start = time.perf_counter()

@@ -90,8 +90,12 @@ def count_step(config: dict, meta: dict) -> tuple[int, int, Counter]:
     for steps in (1, 2):
         split = data.Split(images[: steps * b], labels[: steps * b])
         with Count() as counter:
-            engine.run_epoch(model, split, loss_fn, optimizer, config, torch.Generator().manual_seed(1),
-                             torch.Generator().manual_seed(2), "count", precision, nhwc)
+            g = {"shuffle": torch.Generator().manual_seed(1), "augment": torch.Generator().manual_seed(2)}
+            if hasattr(engine, "Step"):     # the engine's step as one value (issue 39 on)
+                engine.run_epoch(engine.Step(model, loss_fn, optimizer, precision, nhwc), split, config, g, "count")
+            else:
+                engine.run_epoch(model, split, loss_fn, optimizer, config, g["shuffle"], g["augment"], "count",
+                                 precision, nhwc)
         counts.append((counter.ops, counter.views))
     per_step, views = counts[1][0] - counts[0][0], counts[1][1] - counts[0][1]
     return sum(per_step.values()), views, per_step

@@ -59,6 +59,10 @@ def config(**overrides) -> TrainConfig:
         **overrides})
 
 
+def generators() -> dict[str, torch.Generator]:
+    return {"shuffle": torch.Generator().manual_seed(0), "augment": torch.Generator().manual_seed(1)}
+
+
 class HostReads:
     """Counts the Tensor methods that copy a value to the host (and so wait for the device)."""
     METHODS = ("item", "cpu", "tolist", "numpy", "__float__", "__int__", "__bool__")
@@ -83,8 +87,8 @@ def test_the_step_loop_reads_nothing_back_until_the_epoch_ends(prepared, monkeyp
     optimizer = recipes.make_optimizer(cfg, model.parameters())
     steps = -(-len(split) // cfg.batch_size)
     reads = HostReads(monkeypatch)
-    loss, acc = engine.run_epoch(model, split, recipes.make_loss(cfg), optimizer, cfg,
-                                 torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), "t")
+    step = engine.Step(model, recipes.make_loss(cfg), optimizer)
+    loss, acc = engine.run_epoch(step, split, cfg, generators())
     assert steps >= 10 and reads.calls == ["tolist"]       # loss, correct count, divergence: one read
     assert 0 < loss < 10 and 0 <= acc <= 1
 
@@ -96,9 +100,9 @@ def test_no_synchronising_cuda_call_in_the_step_loop(prepared):
     model = inference.build_model(cfg, data.load_meta(prepared), {"mean": [0.3], "std": [0.35]}).to(device)
     split = data.load_split(prepared, "train", device)
     optimizer = recipes.make_optimizer(cfg, model.parameters())
-    run = lambda: engine.run_epoch(model, split, recipes.make_loss(cfg), optimizer, cfg,  # noqa: E731
-                                   torch.Generator().manual_seed(0), torch.Generator().manual_seed(1), "t",
-                                   inference.autocast(cfg, device), inference.channels_last(model, device))
+    step = engine.Step(model, recipes.make_loss(cfg), optimizer, inference.autocast(cfg, device),
+                       inference.channels_last(model, device))
+    run = lambda: engine.run_epoch(step, split, cfg, generators())  # noqa: E731
     run()                                             # warm-up: allocator and cuDNN set-up may sync
     torch.cuda.set_sync_debug_mode("warn")
     try:
