@@ -84,21 +84,22 @@ def source_links(params: dict, sources: Path) -> dict[Path, str | Path]:
 
 def config_files(params: dict) -> dict[str, dict]:
     """Relative path -> content of every config file for this study."""
+    configs = params_mod.experiment_configs(params)
+    runs = {name: params_mod.replicate_configs(params, name, config) for name, config in configs.items()}
     files = {"study.json": {
         "study": params["study"], "smoke": params["smoke"], "verdict": params["verdict"], "datasets": sorted(params["datasets"]),
         "experiments": {name: {"dataset": e["dataset"], "model": e["model"]["name"],
                                "description": e.get("description", ""), "reported": e.get("reported"),
-                               "config_sha256": params_mod.config_hash(params_mod.experiment_config(params, name)),
-                               "replicate_sha256": [params_mod.config_hash(c)
-                                                    for c in params_mod.replicate_configs(params, name)]}
+                               "config_sha256": params_mod.config_hash(configs[name]),
+                               "replicate_sha256": [params_mod.config_hash(c) for c in runs[name]]}
                         for name, e in params["experiments"].items()}}}
     for ds in params["datasets"]:
         cfg = params_mod.dataset_config(params, ds)
         files[f"datasets/{ds}.json"] = cfg
         files[f"datasets/{ds}.source.json"] = source_config(cfg)
     for exp in params["experiments"]:
-        files[f"experiments/{exp}.json"] = params_mod.experiment_config(params, exp)
-        files[f"replicates/{exp}.json"] = {"experiment": exp, "runs": params_mod.replicate_configs(params, exp)}
+        files[f"experiments/{exp}.json"] = configs[exp]
+        files[f"replicates/{exp}.json"] = {"experiment": exp, "runs": runs[exp]}
     return files
 
 

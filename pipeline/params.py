@@ -220,12 +220,14 @@ def _smoke_sizes(config: dict, keys: tuple[str, ...]) -> None:
             config[key] = min(config[key], SMOKE[key])
 
 
-def experiment_config(params: dict, name: str) -> dict:
+def experiment_config(params: dict, name: str, resolved: dict[str, dict] | None = None) -> dict:
     """The experiment's resolved config: top-level defaults merged with its own overrides.
 
     An experiment fine-tuned from another one (`pretrained: <experiment>`) carries that one's
     resolved config and data set entry under `parent`: whatever retrains the parent changes the
     child's config too, so both tools retrain the child, though DVC cannot list the checkpoint.
+    `resolved`: configs already resolved, by name (a parent's is taken from there, not resolved
+    again; see experiment_configs).
     """
     if name not in params["experiments"]:
         raise ParamsError(f"unknown experiment {name!r}; known: {', '.join(sorted(params['experiments']))}")
@@ -242,9 +244,19 @@ def experiment_config(params: dict, name: str) -> dict:
             config["resize_before_crop"] = round(config["resize_before_crop"] * config["input_size"] / full)
     if config["pretrained"] not in (None, "imagenet"):
         parent = config["pretrained"]
-        config["parent"] = {"config": experiment_config(params, parent),
+        parent_config = (resolved or {}).get(parent) or experiment_config(params, parent, resolved)
+        config["parent"] = {"config": parent_config,
                             "dataset": dataset_config(params, params["experiments"][parent]["dataset"])}
     return dict(sorted(config.items()))
+
+
+def experiment_configs(params: dict) -> dict[str, dict]:
+    """Every experiment's resolved config, by name, each resolved once: a child's `parent` holds
+    its parent's (listed above it: checked), the same dict, so treat them as read-only."""
+    resolved: dict[str, dict] = {}
+    for name in params["experiments"]:
+        resolved[name] = experiment_config(params, name, resolved)
+    return resolved
 
 
 def training_value(params: dict, name: str, key: str):
@@ -254,11 +266,12 @@ def training_value(params: dict, name: str, key: str):
     return params["experiments"][name].get(key, params[key])
 
 
-def replicate_configs(params: dict, name: str) -> list[dict]:
-    """The experiment's further runs (`replicates: N`): its resolved config with seed + i and
-    `replicate: i`, for i = 1 .. N-1 (run 0 is the experiment's own). The data split's seed is the
-    data set's, so every run sees the same split; the seed drives weights, order, augmentation and dropout."""
-    config = experiment_config(params, name)
+def replicate_configs(params: dict, name: str, config: dict | None = None) -> list[dict]:
+    """The experiment's further runs (`replicates: N`): its resolved config (`config`, where
+    already resolved) with seed + i and `replicate: i`, for i = 1 .. N-1 (run 0 is the experiment's
+    own). The data split's seed is the data set's, so every run sees the same split; the seed drives
+    weights, order, augmentation and dropout."""
+    config = config or experiment_config(params, name)
     n = training_value(params, name, "replicates")
     if params["smoke"]:
         n = min(n, SMOKE["replicates"])

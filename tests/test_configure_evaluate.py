@@ -113,6 +113,9 @@ def test_a_fine_tuned_experiment_carries_its_parents_config(tmp_path):
     changed = {**params, "experiments": {**params["experiments"],
                                          parent: {**params["experiments"][parent], "seed": 99}}}
     assert P.experiment_config(changed, child) != cfg      # so DVC retrains the child as well
+    # configure resolves each experiment once, a child's parent from the parent's own: the same configs
+    assert P.experiment_configs(params) == {n: P.experiment_config(params, n) for n in params["experiments"]}
+    assert P.experiment_configs(changed)[child] == P.experiment_config(changed, child) != cfg
 
 
 def test_scores_match_hand_computed_metrics():
