@@ -7,7 +7,9 @@ overrides; what train reads), <out>/replicates/<exp>.json (the configs of its fu
 `replicates: N`: seed + 1 .. seed + N - 1; what replicate reads), <out>/datasets/<ds>.json (the data set's entry; prepare) and
 <out>/datasets/<ds>.source.json (its source only; download), and <out>/study.json (the study's
 name, and each experiment's data set, model, description, reported figure and config digest;
-the report shows only outputs made from that config).
+the report shows only outputs made from that config), and <out>/code/<stage>.json (per model,
+<out>/code/<stage>/<model>.json, for a stage run per experiment): the sha256 of each file of the
+code that stage's jobs run, each job's code dependency under both tools (see CODE_STAGES).
 
 <sources>/<ds> is a link to the data set's local files (a `folder` source's folder or archive;
 for a published data set a one-line file): the download stage's dependency. DVC hashes what it
@@ -30,8 +32,40 @@ import json
 import os
 from pathlib import Path
 
+from pipeline import imports, stage
 from pipeline import params as params_mod
-from pipeline import stage
+
+# The stages whose jobs depend on their code through a manifest (True: one per model, for the
+# stages run per experiment: a job then depends on its own model's family only). One small file
+# per job in place of twenty code files: at 1,000 experiments both tools spend most of a no-op
+# on each job's dependencies. A manifest changes exactly when a file it lists does, so both tools
+# rerun exactly the jobs whose code changed. (tests/test_wiring.py holds this to the stage table.)
+CODE_STAGES = {"download": False, "prepare": False, "stats": False, "train": True, "evaluate": True,
+               "replicate": True, "report": False}
+
+
+def code_manifest(name: str) -> str:
+    """The manifest's path in configure's folder: code/<stage>.json, or code/<stage>/{model}.json."""
+    return f"code/{name}/{{model}}.json" if CODE_STAGES[name] else f"code/{name}.json"
+
+
+def code_files() -> dict[str, dict]:
+    """Every stage's manifest (for per-experiment stages, one per registered model): relative path
+    -> {file: sha256} of what the stage's jobs run."""
+    families = imports.model_families()
+
+    def digests(files) -> dict[str, str]:
+        return {f: hashlib.sha256((imports.ROOT / f).read_bytes()).hexdigest() for f in files}
+    found = {}
+    for name in CODE_STAGES:
+        code = imports.code_deps(f"pipeline.{name}")
+        if not CODE_STAGES[name]:
+            found[code_manifest(name)] = digests(code)
+            continue
+        for model, own in families.items():
+            found[code_manifest(name).format(model=model)] = digests(
+                f for f in code if f == own or f not in families.values())
+    return found
 
 
 def check_local_sources(params: dict) -> None:
@@ -100,6 +134,7 @@ def config_files(params: dict) -> dict[str, dict]:
     for exp in params["experiments"]:
         files[f"experiments/{exp}.json"] = configs[exp]
         files[f"replicates/{exp}.json"] = {"experiment": exp, "runs": runs[exp]}
+    files.update(code_files())
     return files
 
 

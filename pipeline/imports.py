@@ -1,8 +1,8 @@
 """The code a stage runs: its module and every pipeline module that one imports, read from the
 source (ast), function-level imports included, plus the data files those modules read.
 
-The tools' wiring (wiring.py) lists these files as each stage's code dependencies; resume.py keys
-a saved training state by them. Neither direction imports the other: this module knows no stage.
+configure digests these files into each stage's code manifest, its jobs' code dependency under
+both tools; resume.py keys a saved training state by them. This module knows no stage.
 """
 from __future__ import annotations
 

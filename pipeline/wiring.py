@@ -32,6 +32,19 @@ code_deps = imports.code_deps
 STAGES: list[Stage] = [m.ROW for m in (configure, download, prepare, stats, train, evaluate, replicate, report)]
 BY_NAME = {s.name: s for s in STAGES}
 RULES = [s for s in STAGES if s.name != "configure"]   # Snakemake's jobs (it configures at parse time)
+CONFIGS = configure.ROW.outs["out"].path
+
+
+def code_dep(stage: Stage) -> str:
+    """The path template of a job's code manifest (configure writes it): {model} is the model of
+    the job's experiment."""
+    return f"{CONFIGS}/{configure.code_manifest(stage.name)}"
+
+
+def configure_code() -> tuple[str, ...]:
+    """The code configure runs: its own, and all it digests into the other stages' manifests, so
+    that under DVC an edit of any stage's code reruns configure, which rewrites that manifest."""
+    return tuple(sorted({f for s in STAGES for f in code_deps(s.module)}))
 
 
 # ---- command lines ----------------------------------------------------------------------------
@@ -51,7 +64,8 @@ def command(stage: Stage, fill) -> str:
 # ---- dvc.yaml ------------------------------------------------------------------------------
 
 def _dvc_path(template: str) -> str:
-    return template.replace("{ds}", "${key}").replace("{exp}", "${key}").replace("{dataset}", "${item.dataset}")
+    return (template.replace("{ds}", "${key}").replace("{exp}", "${key}").replace("{dataset}", "${item.dataset}")
+            .replace("{model}", "${item.model.name}"))
 
 
 def package_deps(files: tuple[str, ...]) -> list[str]:
@@ -77,7 +91,7 @@ def files(out: Out) -> list[str]:
 def dvc_stage(stage: Stage) -> dict:
     body: dict = {"cmd": command(stage, lambda kind, opt, t: _dvc_path(t))}
     deps = [_dvc_path(d.path if isinstance(d, Gather) else d) for d in stage.deps.values()]
-    body["deps"] = deps + package_deps(code_deps(stage.module))
+    body["deps"] = deps + (package_deps(configure_code()) if stage.name == "configure" else [_dvc_path(code_dep(stage))])
     if stage.params:
         body["params"] = [{path: None} for path in stage.params]
     entries: dict[str, list] = {"outs": [], "metrics": [], "plots": []}
@@ -123,8 +137,9 @@ class Snakemake:
 
     def _fill(self, template: str, wildcards) -> str:
         exp = getattr(wildcards, "exp", None)
-        dataset = self.params["experiments"][exp]["dataset"] if exp else None
-        return template.format(ds=getattr(wildcards, "ds", None), exp=exp, dataset=dataset)
+        entry = self.params["experiments"][exp] if exp else {"dataset": None, "model": {"name": None}}
+        return template.format(ds=getattr(wildcards, "ds", None), exp=exp, dataset=entry["dataset"],
+                               model=entry["model"]["name"])
 
     def _input_function(self, template: str):
         return lambda wildcards: self._fill(template, wildcards)
@@ -136,7 +151,7 @@ class Snakemake:
         return [f.format(**({w: k} if w else {})) for k in keys for out in stage.outs.values() for f in files(out)]
 
     def inputs(self, name: str) -> dict:
-        """Named inputs (functions of the job's wildcards) plus the code the stage imports."""
+        """Named inputs (functions of the job's wildcards) plus the manifest of the code it runs."""
         stage, inputs = BY_NAME[name], {}
         for opt, dep in stage.deps.items():
             if isinstance(dep, Gather):
@@ -146,19 +161,8 @@ class Snakemake:
         extra = EXTRA_INPUTS.get(stage.name)
         if extra:
             inputs["extra"] = lambda wildcards: extra(self.params, wildcards)
-        code = list(code_deps(stage.module))
-        inputs["code"] = self._own_family(code) if stage.foreach == "experiments" else code
+        inputs["code"] = self._input_function(code_dep(stage))
         return inputs
-
-    def _own_family(self, code: list[str]):
-        """The code of a job on one experiment: of the model families, only its model's file. (DVC's
-        foreach cannot map a model name to its file: there every family's edit reruns the job.)"""
-        families = imports.model_families()
-
-        def files(wildcards) -> list[str]:
-            own = families[self.params["experiments"][wildcards.exp]["model"]["name"]]
-            return [f for f in code if f == own or f not in families.values()]
-        return files
 
     def resources(self, stage: Stage) -> dict:
         """The `gpu` resource a job takes (`--resources gpu=K` runs at most K GPUs' worth at once)."""
@@ -230,7 +234,8 @@ def jobs(params: dict) -> dict[str, tuple[set[str], set[str]]]:
                     for s in dep.stages for f in study.all_outputs(s)}
         for key in keys:
             w = SimpleNamespace(**({Snakemake.WILDCARD[stage.foreach]: key} if key else {}))
-            reads = gathered | {study._fill(dep, w) for dep in stage.deps.values() if not isinstance(dep, Gather)}
+            reads = gathered | {study._fill(dep, w) for dep in [*stage.deps.values(), code_dep(stage)]
+                                if not isinstance(dep, Gather)}
             if stage.name in EXTRA_INPUTS and key:
                 reads.update(EXTRA_INPUTS[stage.name](params, w))
             writes = {study._fill(f, w) for o in stage.outs.values() for f in files(o)}

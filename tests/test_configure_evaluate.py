@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import unit_params
-from pipeline import configure, evaluate
+from pipeline import configure, evaluate, models
 from pipeline import params as P
 from pipeline.config import TrainConfig
 from pipeline.stage import PipelineError
@@ -26,7 +26,9 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
     own = [n for n, e in params["experiments"].items() if "lr" in e]
     out, links = tmp_path / "configs", tmp_path / "sources"
     written = configure.configure(params, out, links)
-    assert len(written) == 1 + 3 * len(params["datasets"]) + 2 * len(params["experiments"])   # + a link each
+    manifests = len(configure.code_files())          # each stage's code, per model for an experiment's
+    assert len(written) == 1 + 3 * len(params["datasets"]) + 2 * len(params["experiments"]) + manifests   # + a link each
+    assert manifests == 4 + 3 * len(models.MODELS)
     for n in params["experiments"]:    # every experiment runs once here: no further runs
         assert json.loads((out / f"replicates/{n}.json").read_text()) == {"experiment": n, "runs": []}
     for n in params["experiments"]:

@@ -264,6 +264,12 @@ def test_dvc_run_cache_experiments_and_overrides(dvc_built, tmp_path):
         f.write("# a note on the stage table\n")
     ran, out = dvc(project, "repro")
     assert ran == set() and "Data and pipelines are up to date" in out
+    # one model family's code: configure rewrites that family's manifests, its experiments rerun
+    with open(project / "pipeline/models/lenet.py", "a") as f:
+        f.write("# a note on LeNet\n")
+    ran, out = dvc(project, "repro")
+    assert ran == {"configure", "train@digits_lenet_adam", "evaluate@digits_lenet_adam",
+                   "replicate@digits_lenet_adam", "report"}, ran
     commit(project, "a note")
     baseline = outputs(project)
 

@@ -81,6 +81,32 @@ def test_code_deps_follow_lazy_imports_and_nothing_else():
     assert "pipeline/report/__init__.py" not in train
 
 
+def test_each_job_depends_on_its_code_through_one_manifest():
+    """configure digests every file a stage runs into one manifest per stage (per model for an
+    experiment's stages), and both tools take that file as the job's code dependency: one file in
+    place of twenty, changed exactly when one of them is."""
+    import hashlib
+    from pipeline import configure, imports
+    assert {name: per_model for name, per_model in configure.CODE_STAGES.items()} == \
+        {s.name: s.foreach == "experiments" for s in wiring.RULES}
+    manifests = configure.code_files()
+    families = imports.model_families()
+    for stage in wiring.RULES:
+        code = set(wiring.code_deps(stage.module))
+        for model in (families if configure.CODE_STAGES[stage.name] else [None]):
+            files = manifests[configure.code_manifest(stage.name).format(model=model)]
+            own = {families[model]} if model else set()
+            assert set(files) == code - (set(families.values()) - own), (stage.name, model)   # its family only
+            assert all(h == hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f, h in files.items())
+    dvc = yaml.safe_load(wiring.dvc_yaml())["stages"]
+    assert [d for d in dvc["train"]["do"]["deps"] if d.startswith("pipeline")] == []
+    assert "results/configs/code/train/${item.model.name}.json" in dvc["train"]["do"]["deps"]
+    assert "results/configs/code/report.json" in dvc["report"]["deps"]
+    # configure digests them all, so under DVC any stage's code is configure's dependency; the tools' not
+    assert set(wiring.configure_code()) >= set().union(*(wiring.code_deps(s.module) for s in wiring.STAGES))
+    assert "pipeline/wiring.py" not in wiring.configure_code()
+
+
 @pytest.mark.parametrize("stage", wiring.STAGES, ids=lambda s: s.name)
 def test_no_stage_imports_or_runs_the_tools_wiring(stage):
     """The wiring builds the tools from the stages, never the other way: a stage that imported it
