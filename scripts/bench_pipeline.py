@@ -105,7 +105,9 @@ def main() -> None:
         for row in rows:
             print(json.dumps(row))
         if args.out:
-            args.out.write_text(json.dumps({"rows": rows, "machine": machine()}, indent=1) + "\n")
+            code = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parents[1],
+                                  capture_output=True, text=True).stdout.strip()
+            args.out.write_text(json.dumps({"code": code, "rows": rows, "machine": machine()}, indent=1) + "\n")
         return
     if args.keep:
         args.keep.mkdir(parents=True)
