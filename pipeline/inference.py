@@ -29,8 +29,16 @@ def pick_device(name: str) -> torch.device:
         device = torch.device("cuda", gpus.claim(count))
         torch.cuda.set_device(device)
         return device
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device: {name} asked for but CUDA is not available; set device: auto or cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PipelineError(f"device: {name}: no CUDA GPU is visible to this process (torch "
+                                f"{torch.__version__}, CUDA {torch.version.cuda or 'not built in'}); set device: auto "
+                                f"(a GPU where there is one, else the CPU) or device: cpu to run here")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PipelineError(f"device: {name}: this process sees {torch.cuda.device_count()} GPU(s), "
+                                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}; set device: auto or one of those")
+        return device
     return torch.device(name)
 
 

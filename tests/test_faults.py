@@ -4,6 +4,7 @@ keep their picture, and every CLI error is one line."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -149,6 +150,24 @@ def test_grad_clip_keeps_a_too_high_lr_finite(tmp_path):
     p = start_training(config(lr=5.0, epochs=2, optimizer="sgd", momentum=0.0, grad_clip=0.01), prepared, out)
     assert p.wait(timeout=300) == 0, p.stderr.read()
     assert np.isfinite(json.loads((out / "train.json").read_text())["val_acc"])
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_asked_for_where_no_gpu_is_visible_is_one_line(tmp_path, device):
+    """`device: cuda` on a machine without a GPU (CUDA_VISIBLE_DEVICES="" hides any there is):
+    the train stage says so in one line, with what runs here, and writes nothing."""
+    prepared = digits_prepared(tmp_path / "prepared")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(config(device=device, epochs=1)))
+    # run from tmp_path: the failure report a failed stage renders lands there, not in the checkout
+    p = subprocess.run(train_cmd(out / "config.json", prepared, out), cwd=tmp_path, capture_output=True, text=True,
+                       env={**tool_env(), "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert re.fullmatch(rf"error: device: {device}: no CUDA GPU is visible to this process \(torch .*\); "
+                        r"set device: auto \(a GPU where there is one, else the CPU\) or device: cpu to run here",
+                        p.stderr.strip().splitlines()[-1]), p.stderr
+    assert sorted(f.name for f in out.iterdir()) == ["config.json", "train.log"]   # the log says it too
 
 
 def test_running_out_of_gpu_memory_is_one_line(tmp_path, monkeypatch):

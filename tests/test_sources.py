@@ -278,6 +278,18 @@ def test_an_archive_dir_that_does_not_exist_is_an_error_not_created(tmp_path):
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_downloads_variable_naming_no_folder_is_an_error_not_created(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_DOWNLOADS", str(tmp_path / "typo" / "dl"))
+    cfg = dataset({"kind": "cifar10"})
+    with pytest.raises(PipelineError, match=r"^\$PIPELINE_DOWNLOADS '.*typo/dl': .*typo/dl is not a directory; "
+                                            r"create it .* or unset PIPELINE_DOWNLOADS to use data/downloads/$"):
+        download.download(cfg["source"], tmp_path / "raw")
+    assert not (tmp_path / "typo").exists() and not (tmp_path / "raw").exists()
+    (tmp_path / "typo" / "dl").mkdir(parents=True)                # there: looked in (the archive is missing)
+    with pytest.raises(PipelineError, match=r"typo/dl/cifar-10-python.tar.gz"):
+        download.download({**cfg["source"], "url": "http://127.0.0.1:9/cifar-10-python.tar.gz"}, tmp_path / "raw")
+
+
 def test_missing_archive_and_no_network_says_where_to_put_it(tmp_path):
     url = "http://127.0.0.1:9/cifar-10-python.tar.gz"   # nothing listens on the discard port
     (tmp_path / "dl").mkdir()

@@ -43,8 +43,9 @@ class Archive:
 
 
 def downloads_dir(cfg: dict) -> Path:
-    """Where published archives are looked for and downloaded to. A source.archive_dir must exist
-    (it is the user's folder: never created, wherever a typo points)."""
+    """Where published archives are looked for and downloaded to. A source.archive_dir, or the
+    folder $PIPELINE_DOWNLOADS names, must exist (the user's folder: never created, wherever a typo
+    points); data/downloads/, the project's own, is made when a download needs it."""
     if "archive_dir" in cfg:
         folder = Path(cfg["archive_dir"]).expanduser()
         if not folder.is_dir():
@@ -52,7 +53,14 @@ def downloads_dir(cfg: dict) -> Path:
                                 f"create it and put the archive there, or remove source.archive_dir to use "
                                 f"{DEFAULT_DOWNLOADS}/")
         return folder
-    return Path(os.environ.get(DOWNLOADS_ENV) or DEFAULT_DOWNLOADS).expanduser()
+    if os.environ.get(DOWNLOADS_ENV):
+        folder = Path(os.environ[DOWNLOADS_ENV]).expanduser()
+        if not folder.is_dir():
+            raise PipelineError(f"${DOWNLOADS_ENV} {os.environ[DOWNLOADS_ENV]!r}: {folder.resolve()} is not a directory; "
+                                f"create it and put the archive there, or unset {DOWNLOADS_ENV} to use "
+                                f"{DEFAULT_DOWNLOADS}/")
+        return folder
+    return DEFAULT_DOWNLOADS
 
 
 MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")   # zip, gzip, bzip2, xz
