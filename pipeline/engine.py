@@ -410,7 +410,7 @@ def _write(out: TrainOutputs, model, config: TrainConfig, meta: dict, stats: dic
     checkpoint = {"state_dict": progress.kept_state, "config": config.to_dict(), "meta": meta, "stats": stats,
                   "epoch": progress.kept["epoch"]}
     with atomic_path(out.model) as tmp:
-        torch.save(checkpoint, tmp)
+        resume.torch_save(checkpoint, tmp)
     if out.layers:
         with atomic_path(out.layers) as tmp:
             table.to_csv(tmp, index=False)

@@ -9,6 +9,7 @@ another key is ignored (logged), never resumed from.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import random
@@ -89,9 +90,17 @@ def snapshot(path: Path, key: str, parts: dict, generators: dict[str, torch.Gene
                      **{f.name: getattr(progress, f.name) for f in fields(Progress)}})
 
 
+def torch_save(obj, path: Path) -> None:
+    """torch.save through memory, then one write: a full disk is then the OSError (ENOSPC) that
+    stage.cli reports in one line, not the "unexpected pos" RuntimeError of torch's zip writer."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.write_bytes(buffer.getbuffer())
+
+
 def save(path: Path, key: str, state: dict) -> None:
     with atomic_path(path, keep_if_stopped=True) as tmp:
-        torch.save({"key": key, **state}, tmp)
+        torch_save({"key": key, **state}, tmp)
 
 
 def load(path: Path, key: str) -> dict | None:

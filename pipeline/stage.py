@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -151,6 +152,12 @@ def cli(main, on_failure=None) -> None:
     except PermissionError as e:
         _fail(f"{e.filename}: permission denied; make it (and its folder) writable by you, or run where you "
               f"can write")
+    except OSError as e:
+        if e.errno not in MACHINE_FAULTS:
+            raise
+        for path in _MOVED:      # the outputs already in place go too: all of them or none
+            _remove(path)
+        _fail(f"{e.filename or 'a file it wrote'}: {MACHINE_FAULTS[e.errno]}", on_failure=on_failure)
     except (PipelineError, ParamsError) as e:
         _fail(str(e), on_failure=on_failure)
     else:
@@ -161,6 +168,17 @@ def cli(main, on_failure=None) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+# Faults of the machine, not of the input: what the user sees, and what to do.
+MACHINE_FAULTS = {
+    errno.ENOSPC: "no space left on its file system (ENOSPC): nothing written; free space there (df -h shows "
+                  "it) and run the stage again",
+    errno.EDQUOT: "disk quota exceeded (EDQUOT): nothing written; free space within your quota (quota -s) and "
+                  "run the stage again",
+    errno.EROFS: "the file system is read-only (EROFS): nothing written; remount it read-write, or run where "
+                 "results/ and data/ can be written",
+}
 
 
 def _fail(message: str, code: int = 1, on_failure=None) -> None:
@@ -236,6 +254,10 @@ def atomic_path(final: str | Path, keep_if_stopped: bool = False) -> Iterator[Pa
             os.replace(tmp, final)
             if not keep_if_stopped:
                 _MOVED.append(final)
+    except OSError as e:
+        if e.filename is None or str(e.filename) == str(tmp):   # a write's own error names no file:
+            e.filename = str(final)                               # the output it was for
+        raise
     finally:
         _remove(tmp)
 

@@ -3,9 +3,10 @@ of memory are one line with nothing written, signals end workers and temporaries
 keep their picture, and every CLI error is one line."""
 from __future__ import annotations
 
+import errno
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -338,3 +339,67 @@ def test_a_read_only_output_folder_is_one_line():
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {locked}") and "permission denied" in last, r.stderr
+
+
+@pytest.fixture
+def stage_cli(monkeypatch):
+    """pipeline.stage.cli in this process, its signal handlers and record of outputs put back after."""
+    import signal
+    from pipeline import stage
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(stage, "_MOVED", [])
+    yield stage
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+@pytest.mark.parametrize("fault, words", [
+    (errno.ENOSPC, "no space left on its file system (ENOSPC): nothing written; free space there"),
+    (errno.EDQUOT, "disk quota exceeded (EDQUOT): nothing written;"),
+    (errno.EROFS, "the file system is read-only (EROFS): nothing written; remount it read-write"),
+])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_output(stage_cli, tmp_path, capsys, fault, words):
+    """The second of two outputs fails to write (a test double of the write: the first is already in
+    place): one line naming that output and the fix, exit 1, and neither output left behind."""
+    first, second = tmp_path / "out" / "a.json", tmp_path / "out" / "b.npy"
+
+    def main():
+        with stage_cli.atomic_path(first) as tmp:
+            tmp.write_text("{}")
+        with stage_cli.atomic_path(second) as tmp:
+            tmp.write_bytes(b"half")
+            raise OSError(fault, os.strerror(fault))        # as a write() reports it: no file named
+    with pytest.raises(SystemExit) as e:
+        stage_cli.cli(main)
+    assert e.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {second}: {stage_cli.MACHINE_FAULTS[fault]}"
+    assert words in stage_cli.MACHINE_FAULTS[fault]
+    assert files_in(tmp_path / "out") == {}                                # nothing half-written, nothing kept
+
+
+def test_a_full_disk_under_a_real_stage(stage_cli, tmp_path, capsys, monkeypatch):
+    """The stats stage writing its JSON onto a full disk (Path.write_text's ENOSPC, as the kernel
+    gives it): the same one line, no stats file."""
+    from pipeline import stats
+    prepared = digits_prepared(tmp_path / "prepared")
+    real = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".s.json.tmp-"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(SystemExit):
+        stage_cli.cli(lambda: stats.main(["--prepared", str(prepared), "--out", str(tmp_path / "s.json")]))
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"error: {tmp_path / 's.json'}: {stage_cli.MACHINE_FAULTS[errno.ENOSPC]}"
+    assert not list(tmp_path.glob("*s.json*"))
+
+
+def test_a_checkpoint_onto_a_full_disk_is_an_oserror_the_stage_reports():
+    """torch.save alone reports a full disk as a RuntimeError of its zip writer ("unexpected pos");
+    the checkpoint and the resume state go through resume.torch_save, whose ENOSPC stage.cli
+    turns into its one line (above). /dev/full is a disk that is always full."""
+    with pytest.raises(OSError) as e:
+        resume.torch_save({"w": torch.zeros(10_000)}, Path("/dev/full"))
+    assert e.value.errno == errno.ENOSPC
