@@ -727,3 +727,22 @@ def test_the_report_shows_a_diverged_experiment_under_both_tools(project):
     p = run(["dvc", "repro"], cwd=project, check=False)
     assert p.returncode != 0
     assert_failure_reported(p.stdout + p.stderr)
+
+
+@pytest.mark.xdist_group("failure")
+def test_cuda_asked_for_where_none_is_visible_is_one_line_under_both_tools(project):
+    """`device: cuda` where no GPU is visible (CUDA_VISIBLE_DEVICES="" hides any there is): under
+    either tool the train job ends with the stage's one line, and writes no checkpoint."""
+    def setup(doc):
+        doc["epochs"] = 1
+        for name in [e for e in doc["experiments"] if e != "digits_mlp"]:
+            del doc["experiments"][name]
+        doc["experiments"]["digits_mlp"]["device"] = "cuda"
+    edit_params(project, setup)
+    env = {**tool_env(), "CUDA_VISIBLE_DEVICES": ""}
+    for cmd in (["snakemake", "--cores", "2"], ["dvc", "repro"]):
+        p = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
+        out = p.stdout + p.stderr
+        assert p.returncode != 0 and "Traceback" not in out, out
+        assert "error: device: cuda: no CUDA GPU is visible to this process" in out, out
+        assert not (project / "results/experiments/digits_mlp/model.pt").exists()
