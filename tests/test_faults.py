@@ -42,10 +42,16 @@ def train_cmd(cfg_path: Path, prepared: Path, out: Path) -> list[str]:
             "--log", str(out / "train.log")]
 
 
+def outside_the_checkout() -> dict:
+    """The environment of a stage run from another folder: a train or evaluate stage that fails
+    renders the report there (its failure report), never over the checkout's own results/."""
+    return {**tool_env(), "PYTHONPATH": str(ROOT)}
+
+
 def start_training(cfg: dict, prepared: Path, out: Path) -> subprocess.Popen:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg))
-    return subprocess.Popen(train_cmd(out / "config.json", prepared, out), cwd=ROOT, env=tool_env(),
+    return subprocess.Popen(train_cmd(out / "config.json", prepared, out), cwd=out, env=outside_the_checkout(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -161,9 +167,8 @@ def test_cuda_asked_for_where_no_gpu_is_visible_is_one_line(tmp_path, device):
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text(json.dumps(config(device=device, epochs=1)))
-    # run from tmp_path: the failure report a failed stage renders lands there, not in the checkout
     p = subprocess.run(train_cmd(out / "config.json", prepared, out), cwd=tmp_path, capture_output=True, text=True,
-                       env={**tool_env(), "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(ROOT)})
+                       env={**outside_the_checkout(), "CUDA_VISIBLE_DEVICES": ""})
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
     assert re.fullmatch(rf"error: device: {device}: no CUDA GPU is visible to this process \(torch .*\); "
                         r"set device: auto \(a GPU where there is one, else the CPU\) or device: cpu to run here",
@@ -316,7 +321,8 @@ def test_cli_errors_are_one_line(tmp_path):
                 ["pipeline.evaluate", "--model", str(missing / "model.pt"), "--prepared", str(missing),
                  *[a for o in ("metrics", "per_class", "predictions", "confusion") for a in (f"--{o}", str(tmp_path / o))]],
                 ["pipeline.prepare", "--config", str(missing / "c.json"), "--raw", str(missing), "--out", str(tmp_path / "p")]):
-        r = run([sys.executable, "-m", *cmd], cwd=ROOT, check=False)
+        r = subprocess.run([sys.executable, "-m", *cmd], cwd=tmp_path, env=outside_the_checkout(),
+                           capture_output=True, text=True)
         assert r.returncode == 1, r.stderr
         lines = r.stderr.strip().splitlines()
         assert lines[-1].startswith("error: ") and str(missing) in lines[-1] and "Traceback" not in r.stderr, r.stderr
