@@ -272,7 +272,7 @@ def _fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, pa
     step_model, eval_model = compiled(step_model, model, config, ranks)
     step = Step(step_model, loss_fn, optimizer, precision, nhwc, ranks)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
-    state_file, key = resume.state_path(out.model), resume.run_key(config.to_dict(), stats, prepared)
+    state_file, key = resume.state_path(out.model), resume.run_key(config, stats, prepared)
     run = resume.restore(state_file, key, parts, generators)
     if run.history:
         log.info("resuming %s after epoch %d (from %s)", config.name, len(run.history), state_file)

@@ -93,7 +93,7 @@ def run_key(config: TrainConfig, stats: dict, prepared: Path) -> str:
     train code), the test split and the evaluate stage's code."""
     import hashlib
     from pipeline import imports, resume   # torch is imported only once there is work to do
-    h = hashlib.sha256(resume.run_key(config.to_dict(), stats, prepared).encode())
+    h = hashlib.sha256(resume.run_key(config, stats, prepared).encode())
     for name in ("test_images.npy", "test_labels.npy"):
         with open(Path(prepared) / name, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())

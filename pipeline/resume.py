@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pipeline import imports
+from pipeline.config import TrainConfig
 from pipeline.stage import atomic_path
 
 log = logging.getLogger("pipeline.resume")
@@ -30,8 +31,8 @@ def state_path(model_out: Path) -> Path:
     return model_out.with_name(f".{model_out.name}.resume")
 
 
-def run_key(config: dict, stats: dict, prepared: Path) -> str:
-    h = hashlib.sha256(json.dumps({"config": config, "stats": stats}, sort_keys=True).encode())
+def run_key(config: TrainConfig, stats: dict, prepared: Path) -> str:
+    h = hashlib.sha256(json.dumps({"config": config.to_dict(), "stats": stats}, sort_keys=True).encode())
     for name in DATA_FILES:
         with open(Path(prepared) / name, "rb") as f:
             h.update(hashlib.file_digest(f, "sha256").digest())
