@@ -90,9 +90,9 @@ class TrainConfig:
 
 @functools.cache
 def _schema() -> dict:
-    """The schema of a resolved config: $defs/training less the run count, and the keys it adds."""
+    """The schema of a resolved config: $defs/training, and the keys it adds."""
     defs = params_mod.load_schema()["$defs"]
-    training = {k: v for k, v in defs["training"]["properties"].items() if k not in params_mod.RUN_COUNT_KEYS}
+    training = defs["training"]["properties"]
     return {"$defs": defs, "type": "object", "additionalProperties": False,
             "properties": {**training, "name": {"type": "string"}, "dataset": {"type": "string"},
                            "model": {"$ref": "#/$defs/model"}, "parent": {"type": "object"},

@@ -3,13 +3,14 @@
     python -m pipeline.configure --params params.yaml --out results/configs --sources data/sources
 
 Writes <out>/experiments/<exp>.json (the experiment's resolved config: defaults merged with its
-overrides; what train reads), <out>/replicates/<exp>.json (the configs of its further runs,
-`replicates: N`: seed + 1 .. seed + N - 1; what replicate reads), <out>/datasets/<ds>.json (the data set's entry; prepare) and
-<out>/datasets/<ds>.source.json (its source only; download), and <out>/study.json (the study's
-name, and each experiment's data set, model, description, reported figure and config digest;
-the report shows only outputs made from that config), and <out>/code/<stage>.json (per model,
-<out>/code/<stage>/<model>.json, for a stage run per experiment): the sha256 of each file of the
-code that stage's jobs run, each job's code dependency under both tools (see CODE_STAGES).
+overrides; what train reads), <out>/replicates/<exp>.json for an experiment of `replicates:`
+(the configs of its further runs, seed + 1 .. seed + N - 1; what replicate reads),
+<out>/datasets/<ds>.json (the data set's entry; prepare) and <out>/datasets/<ds>.source.json (its
+source only; download), and <out>/study.json (the study's name, and each experiment's data set,
+model, description, reported figure and config digests; the report shows only outputs made from
+those configs), and <out>/code/<stage>.json (per model, <out>/code/<stage>/<model>.json, or per
+experiment, <out>/code/<stage>/<exp>.json: see CODE_STAGES): the sha256 of each file of the code
+that stage's jobs run, each job's code dependency under both tools.
 
 <sources>/<ds> is a link to the data set's local files (a `folder` source's folder or archive;
 for a published data set a one-line file): the download stage's dependency. DVC hashes what it
@@ -27,6 +28,7 @@ what makes its reruns precise).
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -35,36 +37,45 @@ from pathlib import Path
 from pipeline import imports, stage
 from pipeline import params as params_mod
 
-# The stages whose jobs depend on their code through a manifest (True: one per model, for the
-# stages run per experiment: a job then depends on its own model's family only). One small file
-# per job in place of twenty code files: at 1,000 experiments both tools spend most of a no-op
-# on each job's dependencies. A manifest changes exactly when a file it lists does, so both tools
-# rerun exactly the jobs whose code changed. (tests/test_wiring.py holds this to the stage table.)
-CODE_STAGES = {"download": False, "prepare": False, "stats": False, "train": True, "evaluate": True,
-               "replicate": True, "report": False}
+# How each stage's jobs depend on their code: through one manifest, one small file per job in
+# place of twenty code files (at 1,000 experiments both tools spend most of a no-op on each job's
+# dependencies). A manifest changes exactly when a file it lists does, so both tools rerun exactly
+# the jobs whose code changed. None: one manifest for the stage; "model": one per registered model,
+# for a stage run per experiment (a job then depends on its own model's family only); "exp": one
+# per job, with its model family's code, where the job's template cannot name the model (DVC's
+# replicate jobs iterate `replicates:`, whose items are run counts). (tests/test_wiring.py holds
+# this to the stage table.)
+CODE_STAGES = {"download": None, "prepare": None, "stats": None, "train": "model", "evaluate": "model",
+               "replicate": "exp", "report": None}
 
 
 def code_manifest(name: str) -> str:
-    """The manifest's path in configure's folder: code/<stage>.json, or code/<stage>/{model}.json."""
-    return f"code/{name}/{{model}}.json" if CODE_STAGES[name] else f"code/{name}.json"
+    """The manifest's path in configure's folder: code/<stage>.json, code/<stage>/{model}.json or
+    code/<stage>/{exp}.json."""
+    per = CODE_STAGES[name]
+    return f"code/{name}/{{{per}}}.json" if per else f"code/{name}.json"
 
 
-def code_files() -> dict[str, dict]:
-    """Every stage's manifest (for per-experiment stages, one per registered model): relative path
-    -> {file: sha256} of what the stage's jobs run."""
+def code_files(params: dict) -> dict[str, dict]:
+    """Every stage's manifest: relative path -> {file: sha256} of what the stage's jobs run."""
     families = imports.model_families()
 
-    def digests(files) -> dict[str, str]:
-        return {f: hashlib.sha256((imports.ROOT / f).read_bytes()).hexdigest() for f in files}
+    @functools.cache
+    def digest(f: str) -> str:
+        return hashlib.sha256((imports.ROOT / f).read_bytes()).hexdigest()
+
+    def digests(code: tuple[str, ...], model: str | None = None) -> dict[str, str]:
+        return {f: digest(f) for f in code if model is None or f == families[model] or f not in families.values()}
     found = {}
-    for name in CODE_STAGES:
+    for name, per in CODE_STAGES.items():
         code = imports.code_deps(f"pipeline.{name}")
-        if not CODE_STAGES[name]:
+        if per is None:
             found[code_manifest(name)] = digests(code)
-            continue
-        for model, own in families.items():
-            found[code_manifest(name).format(model=model)] = digests(
-                f for f in code if f == own or f not in families.values())
+        elif per == "model":
+            found.update({code_manifest(name).format(model=m): digests(code, m) for m in families})
+        else:
+            found.update({code_manifest(name).format(exp=e): digests(code, params["experiments"][e]["model"]["name"])
+                          for e in params["replicates"]})
     return found
 
 
@@ -133,8 +144,9 @@ def config_files(params: dict) -> dict[str, dict]:
         files[f"datasets/{ds}.source.json"] = source_config(cfg)
     for exp in params["experiments"]:
         files[f"experiments/{exp}.json"] = configs[exp]
+    for exp in params["replicates"]:
         files[f"replicates/{exp}.json"] = {"experiment": exp, "runs": runs[exp]}
-    files.update(code_files())
+    files.update(code_files(params))
     return files
 
 

@@ -272,7 +272,8 @@ def _fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, pa
     step_model, eval_model = compiled(step_model, model, config, ranks)
     step = Step(step_model, loss_fn, optimizer, precision, nhwc, ranks)
     parts = {"model": model, "optimizer": optimizer, "schedule": schedule, "stopper": stopper}
-    state_file, key = resume.state_path(out.model), resume.run_key(config, stats, prepared)
+    data_sha256 = resume.data_digest(stats, prepared)
+    state_file, key = resume.state_path(out.model), resume.run_key(config, data_sha256)
     run = resume.restore(state_file, key, parts, generators)
     if run.history:
         log.info("resuming %s after epoch %d (from %s)", config.name, len(run.history), state_file)
@@ -302,6 +303,7 @@ def _fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, pa
             saved_at, run.elapsed = time.perf_counter(), time.perf_counter() - start
             resume.snapshot(state_file, key, parts, generators, run)
     metrics, record = _results(config, run, model, meta, device, ranks, threads, time.perf_counter() - start)
+    record["data_sha256"] = data_sha256
     if ranks.main:   # rank 0 writes the outputs
         _write(out, model, config, meta, stats, run, metrics, record)
         resume.remove(state_file)

@@ -16,7 +16,6 @@ import jsonschema
 
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 REPORT_ONLY_KEYS = ("description", "reported")
-RUN_COUNT_KEYS = ("replicates",)   # how many runs, not how one run trains: no run's config holds it
 
 
 class ParamsError(ValueError):
@@ -84,6 +83,7 @@ def check_schema(instance: object, schema: dict, source: str, prefix: str = "") 
 
 def validate(params: object, source: str = "params.yaml") -> dict:
     """Return params if they satisfy the schema and cross-references; else raise ParamsError."""
+    _check_old_replicates(params, source)
     check_schema(params, load_schema(), source)
     missing = [key for key in training_keys() if key not in params]
     if missing:
@@ -93,8 +93,30 @@ def validate(params: object, source: str = "params.yaml") -> dict:
     return params
 
 
+def _check_old_replicates(params: object, source: str) -> None:
+    """`replicates: N` as a training key (a default, or an experiment's own) became the top-level
+    mapping `replicates: {<experiment>: N}`: say so, rather than the schema's words for the types."""
+    if not isinstance(params, dict):
+        return
+    experiments = params.get("experiments") if isinstance(params.get("experiments"), dict) else {}
+    old = [(f"experiments.{name}.replicates", exp["replicates"]) for name, exp in experiments.items()
+           if isinstance(exp, dict) and "replicates" in exp]
+    if "replicates" in params and not isinstance(params["replicates"], dict):
+        old.insert(0, ("replicates", params["replicates"]))
+    if old:
+        key, value = old[0]
+        raise ParamsError(f"{source}: {key}: {value!r}: replicates is a mapping at the top level now, of the "
+                          f"experiments run more than once: `replicates: {{<experiment>: <runs>}}` (runs >= 2; "
+                          f"`replicates: {{}}` for none); move each experiment's count there")
+
+
 def check_study(study: dict, defaults: dict, source: str) -> None:
-    """Cross-references of a study (its data sets and `pretrained:` parents) the schema cannot see."""
+    """Cross-references of a study (its data sets, `pretrained:` parents and replicated
+    experiments) the schema cannot see."""
+    for name in study.get("replicates", {}):
+        if name not in study["experiments"]:
+            raise ParamsError(f"{source}: replicates.{name}: not an experiment of this study; name one of its "
+                              f"experiments, or remove the entry")
     for name, exp in study["experiments"].items():
         if exp["dataset"] not in study["datasets"]:
             known = ", ".join(sorted(study["datasets"]))
@@ -207,7 +229,7 @@ SMOKE = {"epochs": 1,             # each experiment trains one epoch
          "train_per_class": 2,    # at most, per data set: no batch of the seed recipes is then a
                                   # lone image (BatchNorm trains on 2 or more)
          "test_per_class": 2,
-         "replicates": 2}         # at most: one further run keeps the replicate stage's path
+         "replicates": 2}         # at most: one further run keeps the replicate stage's path (and its jobs)
 
 
 def _smoke_sizes(config: dict, keys: tuple[str, ...]) -> None:
@@ -232,9 +254,9 @@ def experiment_config(params: dict, name: str, resolved: dict[str, dict] | None 
     if name not in params["experiments"]:
         raise ParamsError(f"unknown experiment {name!r}; known: {', '.join(sorted(params['experiments']))}")
     exp = copy.deepcopy(params["experiments"][name])
-    for key in REPORT_ONLY_KEYS + RUN_COUNT_KEYS:  # editing these must not retrain this run
+    for key in REPORT_ONLY_KEYS:  # editing these must not retrain this run
         exp.pop(key, None)
-    config = {key: params[key] for key in training_keys() if key not in RUN_COUNT_KEYS}
+    config = {key: params[key] for key in training_keys()}
     config.update(exp)
     config["name"] = name
     if params["smoke"]:
@@ -266,15 +288,20 @@ def training_value(params: dict, name: str, key: str):
     return params["experiments"][name].get(key, params[key])
 
 
+def run_count(params: dict, name: str) -> int:
+    """How many runs the experiment has: its entry in `replicates`, else 1 (at smoke scale at most
+    SMOKE's, which is 2 or more: the replicate jobs are the same at either scale)."""
+    n = params["replicates"].get(name, 1)
+    return min(n, SMOKE["replicates"]) if params["smoke"] else n
+
+
 def replicate_configs(params: dict, name: str, config: dict | None = None) -> list[dict]:
-    """The experiment's further runs (`replicates: N`): its resolved config (`config`, where
+    """The experiment's further runs (`replicates: {name: N}`): its resolved config (`config`, where
     already resolved) with seed + i and `replicate: i`, for i = 1 .. N-1 (run 0 is the experiment's
     own). The data split's seed is the data set's, so every run sees the same split; the seed drives
     weights, order, augmentation and dropout."""
     config = config or experiment_config(params, name)
-    n = training_value(params, name, "replicates")
-    if params["smoke"]:
-        n = min(n, SMOKE["replicates"])
+    n = run_count(params, name)
     return [dict(sorted({**config, "seed": config["seed"] + i, "replicate": i}.items())) for i in range(1, n)]
 
 

@@ -24,18 +24,26 @@ from pipeline.config import TrainConfig
 from pipeline.stage import atomic_path
 
 log = logging.getLogger("pipeline.resume")
-DATA_FILES = ("meta.json", "train_images.npy", "train_labels.npy", "val_images.npy", "val_labels.npy")
 
 
 def state_path(model_out: Path) -> Path:
     return model_out.with_name(f".{model_out.name}.resume")
 
 
-def run_key(config: TrainConfig, stats: dict, prepared: Path) -> str:
-    h = hashlib.sha256(json.dumps({"config": config.to_dict(), "stats": stats}, sort_keys=True).encode())
-    for name in DATA_FILES:
-        with open(Path(prepared) / name, "rb") as f:
-            h.update(hashlib.file_digest(f, "sha256").digest())
+def data_digest(stats: dict, prepared: Path) -> str:
+    """sha256 of the data a run is made from: the normalisation stats and every file of the prepared
+    data set, all splits. In run.json (`data_sha256`): the replicate stage's further runs must be
+    made from the same data as the experiment's own."""
+    h = hashlib.sha256(json.dumps(stats, sort_keys=True).encode())
+    for path in sorted(p for p in Path(prepared).iterdir() if p.is_file() and not p.name.startswith(".")):
+        with open(path, "rb") as f:
+            h.update(path.name.encode() + b"\0" + hashlib.file_digest(f, "sha256").digest())
+    return h.hexdigest()
+
+
+def run_key(config: TrainConfig, data_sha256: str) -> str:
+    """What a run's resume state is made from: its config, its data (data_digest) and the training code."""
+    h = hashlib.sha256(json.dumps({"config": config.to_dict(), "data": data_sha256}, sort_keys=True).encode())
     for name in imports.code_deps("pipeline.train"):
         h.update(name.encode() + (imports.ROOT / name).read_bytes())
     return h.hexdigest()

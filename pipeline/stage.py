@@ -46,7 +46,8 @@ class Gather:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    foreach: str | None                 # None (one job) | "datasets" | "experiments"
+    foreach: str | None                 # None (one job) | "datasets" | "experiments" | "replicates"
+                                        # (the params.yaml mapping with one job per key)
     deps: dict[str, str | Gather]       # --option -> path the stage reads
     outs: dict[str, Out]                # --option -> path the stage writes
     args: dict[str, str] = field(default_factory=dict)   # other --option value pairs
@@ -62,7 +63,7 @@ class Stage:
     @property
     def key(self) -> str:
         """The path template of the entry a job is for: {ds}, {exp}, or "" (a single job)."""
-        return {"datasets": "{ds}", "experiments": "{exp}", None: ""}[self.foreach]
+        return {"datasets": "{ds}", "experiments": "{exp}", "replicates": "{exp}", None: ""}[self.foreach]
 
     @property
     def log(self) -> str:

@@ -1,13 +1,14 @@
-"""Switch the study params.yaml runs: copy studies/<name>.yaml's data sets and experiments into it.
+"""Switch the study params.yaml runs: copy studies/<name>.yaml's data sets, experiments and
+replicates into it.
 
     python -m pipeline.study                 # list the studies; say which one runs and if it was edited
     python -m pipeline.study seed            # run the seed study from now on (both tools)
     python -m pipeline.study seed --save     # first write params.yaml's edits back to the current study's file
     python -m pipeline.study seed --discard  # or drop them
 
-params.yaml holds the running study in full (`study:`, `datasets:`, `experiments:`), plain YAML that
-`dvc exp run -S` can rewrite, next to the training defaults; studies/ holds every study, each a file
-of its own. A switch refuses to lose edits made to the running study in params.yaml unless told to
+params.yaml holds the running study in full (`study:`, `datasets:`, `experiments:`, `replicates:`),
+plain YAML that `dvc exp run -S` can rewrite, next to the training defaults; studies/ holds every
+study, each a file of its own. A switch refuses to lose edits made to the running study in params.yaml unless told to
 save or discard them. It writes params.yaml the way `dvc exp run -S` does (comments kept), so a
 later `-S lr=...` changes one line. Then run `snakemake` or `dvc repro` / `dvc exp run` as usual.
 """
@@ -21,7 +22,8 @@ from pipeline import params as params_mod
 from pipeline.params import ParamsError
 from pipeline.stage import cli
 
-STUDY_KEYS = ("datasets", "experiments")
+STUDY_KEYS = ("datasets", "experiments", "replicates")
+OPTIONAL = {"replicates": {}}   # a study file may leave these out: no experiment runs more than once
 
 
 def load_study(path: Path, defaults: dict) -> dict:
@@ -45,7 +47,7 @@ def edited(params: dict, studies: Path) -> bool:
     if not path.is_file():
         return True
     saved = params_mod.read_yaml(path)
-    return any(saved.get(k) != params[k] for k in STUDY_KEYS)
+    return any(saved.get(k, OPTIONAL.get(k)) != params[k] for k in STUDY_KEYS)
 
 
 def switch(params_path: Path, studies: Path, name: str, save: bool = False, discard: bool = False) -> None:
@@ -68,7 +70,7 @@ def switch(params_path: Path, studies: Path, name: str, save: bool = False, disc
     doc, new = rt.load(params_path), rt.load(studies / f"{name}.yaml")
     doc["study"] = name
     for key in STUDY_KEYS:
-        doc[key] = new[key]
+        doc[key] = new.get(key, OPTIONAL.get(key))
         # the comment after the key itself belongs to the study (ruamel keeps it with the key)
         doc.ca.items.pop(key, None)
         if key in new.ca.items:

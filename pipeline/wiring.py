@@ -130,7 +130,7 @@ def dvc_yaml() -> str:
 class Snakemake:
     """What the Snakefile needs of a stage, for the study in `params`."""
 
-    WILDCARD = {"datasets": "ds", "experiments": "exp"}
+    WILDCARD = {"datasets": "ds", "experiments": "exp", "replicates": "exp"}
 
     def __init__(self, params: dict):
         self.params = params
@@ -181,7 +181,7 @@ class Snakemake:
         """Named outputs; those a row marks `report` flagged for Snakemake's own report."""
         from snakemake.io import directory, report
         stage = BY_NAME[name]
-        sub = "{exp}" if stage.foreach == "experiments" else None
+        sub = "{exp}" if Snakemake.WILDCARD.get(stage.foreach) == "exp" else None
 
         def flagged(o):
             path = directory(o.path) if o.directory else o.path
@@ -210,14 +210,9 @@ def _parent_checkpoint(params: dict, wildcards) -> list[str]:
     return [] if parent in (None, "imagenet") else [f"results/experiments/{parent}/model.pt"]
 
 
-def _parent_checkpoint_of_further_runs(params: dict, wildcards) -> list[str]:
-    """The same for the replicate job, where it has runs to make (`replicates` > 1): its runs'
-    configs carry the parent's, so DVC reruns it exactly then too."""
-    n = training_value(params, wildcards.exp, "replicates")
-    return _parent_checkpoint(params, wildcards) if n > 1 else []
-
-
-EXTRA_INPUTS = {"train": _parent_checkpoint, "replicate": _parent_checkpoint_of_further_runs}
+# (The same for the replicate job: its runs' configs carry the parent's, so DVC reruns it exactly
+# then too.)
+EXTRA_INPUTS = {"train": _parent_checkpoint, "replicate": _parent_checkpoint}
 
 
 # ---- what an edit of params.yaml reruns ------------------------------------------------------

@@ -74,6 +74,7 @@ def scaled_study(project: Path, n: int) -> None:
     p["datasets"] = {"digits": p["datasets"]["digits"]}
     p["experiments"] = {f"mlp_{i:04d}": {"dataset": "digits", "model": {"name": "mlp", "hidden": [16]},
                                         "lr": round(0.01 + i * 1e-5, 5)} for i in range(n)}
+    p["replicates"] = {}                  # each runs once: no replicate job
     params.validate(p)
     YAML(typ="safe", pure=True).dump(p, project / "params.yaml")
 

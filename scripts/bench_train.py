@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     device = inference.pick_device(args.device)
     defaults = {k: v for k, v in params.load(ROOT / "params.yaml").items()
-                if k in params.training_keys() and k not in params.RUN_COUNT_KEYS}
+                if k in params.training_keys()}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         start = time.perf_counter()

@@ -60,7 +60,7 @@ def write_experiment(root: Path, name: str, labels: np.ndarray, classes: list[st
     `config` is the experiment's resolved config (what run.json records; its `epochs` is the budget).
     The run trains `epochs_run` epochs (default: the whole budget); `stopped_early` defaults to what
     the train stage writes (fewer epochs run than configured) and can be forced to test the reader.
-    `folder`: where to write instead of results/experiments/<name> (a replicate's results/replicates/<name>/<i>).
+    `folder`: where to write instead of results/experiments/<name> (a replicate's results/experiments/<name>/replicates/<i>).
     """
     d = folder or root / "results" / "experiments" / name
     d.mkdir(parents=True, exist_ok=True)

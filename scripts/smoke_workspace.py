@@ -102,6 +102,7 @@ def seed_smoke(project: Path, root: Path, env: dict, only: list[str] | None = No
                     todo.append(parent)
             for name in [n for n in doc["experiments"] if n not in keep]:
                 del doc["experiments"][name]
+                doc["replicates"].pop(name, None)
             used = {e["dataset"] for e in doc["experiments"].values()}
             for name in [d for d in doc["datasets"] if d not in used]:
                 del doc["datasets"][name]

@@ -21,10 +21,9 @@ def unit_params() -> dict:
 
 
 def training_defaults() -> dict:
-    """The unit params' training defaults, as a resolved config holds them (no run count)."""
+    """The unit params' training defaults, as a resolved config holds them."""
     from pipeline import params
-    return {k: v for k, v in unit_params().items()
-            if k in params.training_keys() and k not in params.RUN_COUNT_KEYS}
+    return {k: v for k, v in unit_params().items() if k in params.training_keys()}
 
 
 def train_config(**overrides):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import unit_params
-from pipeline import configure, evaluate, models
+from pipeline import configure, evaluate, imports, models
 from pipeline import params as P
 from pipeline.config import TrainConfig
 from pipeline.stage import PipelineError
@@ -26,11 +26,10 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
     own = [n for n, e in params["experiments"].items() if "lr" in e]
     out, links = tmp_path / "configs", tmp_path / "sources"
     written = configure.configure(params, out, links)
-    manifests = len(configure.code_files())          # each stage's code, per model for an experiment's
-    assert len(written) == 1 + 3 * len(params["datasets"]) + 2 * len(params["experiments"]) + manifests   # + a link each
-    assert manifests == 4 + 3 * len(models.MODELS)
-    for n in params["experiments"]:    # every experiment runs once here: no further runs
-        assert json.loads((out / f"replicates/{n}.json").read_text()) == {"experiment": n, "runs": []}
+    manifests = len(configure.code_files(params))    # each stage's code, per model for an experiment's
+    assert len(written) == 1 + 3 * len(params["datasets"]) + len(params["experiments"]) + manifests   # + a link each
+    assert manifests == 4 + 2 * len(models.MODELS)
+    assert not (out / "replicates").exists()   # every experiment runs once here: no replicate job, no config
     for n in params["experiments"]:
         assert json.loads((out / f"experiments/{n}.json").read_text()) == P.experiment_config(params, n)
     ds = next(iter(params["datasets"]))
@@ -41,9 +40,23 @@ def test_configure_writes_one_file_per_job_and_keeps_unchanged_ones(tmp_path):
 
     # a new global lr: exactly the configs of the experiments that inherit it, and study.json (the
     # report's record of each experiment's config digest)
-    written = configure.configure({**params, "lr": params["lr"] * 2}, out, links)
+    params = {**params, "lr": params["lr"] * 2}
+    written = configure.configure(params, out, links)
     assert sorted(written) == sorted([str(out / "study.json"), *(str(out / f"experiments/{n}.json") for n in inherits)])
     assert own and not set(written) & {str(out / f"experiments/{n}.json") for n in own}
+
+    # an experiment run 3 times: its replicate job's config (runs 1 and 2) and code manifest, and
+    # study.json (the runs' digests); nothing else. Run once again: both removed
+    n = own[0]
+    written = configure.configure({**params, "replicates": {n: 3}}, out, links)
+    assert sorted(written) == sorted(str(out / f) for f in ("study.json", f"replicates/{n}.json", f"code/replicate/{n}.json"))
+    runs = json.loads((out / f"replicates/{n}.json").read_text())["runs"]
+    assert [(r["replicate"], r["seed"]) for r in runs] == [(1, params["seed"] + 1), (2, params["seed"] + 2)]
+    families, model = imports.model_families(), params["experiments"][n]["model"]["name"]
+    code = json.loads((out / f"code/replicate/{n}.json").read_text())
+    assert "pipeline/replicate.py" in code and set(code) & set(families.values()) == {families[model]}
+    configure.configure(params, out, links)
+    assert not (out / f"replicates/{n}.json").exists() and not (out / f"code/replicate/{n}.json").exists()
 
     # an experiment removed from the study: its config goes too
     gone = inherits[0]

@@ -123,6 +123,30 @@ def test_a_state_from_another_config_is_ignored(tmp_path):
     assert "ignoring" in log and "another config, data or code version" in log and "epoch 1/2" in log
 
 
+def test_further_runs_are_never_made_from_other_data_than_run_0s(tmp_path):
+    """run.json records the digest of the data run 0 was trained on (its stats and every prepared
+    file); the replicate stage's dependency on it is its dependency on the data (DVC's template
+    cannot name the data set). Data changed since: one line, nothing trained or written."""
+    from pipeline import replicate
+    prepared = digits_prepared(tmp_path / "prepared")
+    p = start_training(config(epochs=1), prepared, tmp_path / "run0")
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    first = json.loads((tmp_path / "run0/run.json").read_text())
+    stats = json.loads((prepared / "stats.json").read_text())
+    assert first["data_sha256"] == resume.data_digest(stats, prepared)
+    labels = np.load(prepared / "test_labels.npy")
+    np.save(prepared / "test_labels.npy", labels[::-1].copy())      # the test split's labels, reordered
+    assert resume.data_digest(stats, prepared) != first["data_sha256"]
+    run1 = TrainConfig.from_dict({**config(epochs=1), "seed": 1, "replicate": 1}, "run 1")
+    out = tmp_path / "replicates"
+    with pytest.raises(engine.PipelineError) as e:
+        replicate.replicate([run1], first, prepared, prepared / "stats.json", out, tmp_path)
+    assert str(e.value) == (f"t: its own run (run.json) was not trained on the data in {prepared} and "
+                            f"{prepared / 'stats.json'} as they are now; run its train job first (snakemake or "
+                            f"dvc repro do), then this one")
+    assert not out.exists() and not (tmp_path / ".replicates.runs").exists()
+
+
 @pytest.mark.parametrize("lr, loss", [(1e30, "nan"), (1e6, None)])
 def test_divergence_is_one_line_and_writes_nothing(tmp_path, lr, loss):
     prepared = digits_prepared(tmp_path / "prepared")

@@ -61,6 +61,14 @@ def first_experiment(p: dict) -> dict:
     (lambda p: first_experiment(p).update(learning_rate=0.1), "'learning_rate' was unexpected"),
     (lambda p: first_experiment(p).update(dataset="imagenet21k"), "dataset: unknown data set 'imagenet21k'"),
     (lambda p: first_experiment(p).pop("model"), "'model' is a required property"),
+    # replicates: {experiment: runs >= 2}; the count as a training key (before) says where it went
+    (lambda p: p.update(replicates={"digits_mlp": 1}), "replicates.digits_mlp: 1 is less than the minimum of 2"),
+    (lambda p: p.update(replicates={"digits_mpl": 3}), "replicates.digits_mpl: not an experiment of this study"),
+    (lambda p: p.pop("replicates"), "'replicates' is a required property"),
+    (lambda p: p.update(replicates=3), "replicates: 3: replicates is a mapping at the top level now"),
+    (lambda p: first_experiment(p).update(replicates=3),
+     "experiments.digits_mlp.replicates: 3: replicates is a mapping at the top level now, of the experiments run "
+     "more than once: `replicates: {<experiment>: <runs>}`"),
 ])
 def test_bad_params_fail_with_the_key_named(good, edit, expected):
     with pytest.raises(P.ParamsError) as e:
@@ -129,7 +137,7 @@ def test_experiment_config_merges_defaults_with_overrides(good):
     assert cfg["lr"] == 0.123 and cfg["epochs"] == 7 and cfg["name"] == name
     assert cfg["model"] == exp["model"] and cfg["dataset"] == exp["dataset"]
     assert P.experiment_config(p, own)["lr"] == p["experiments"][own]["lr"]
-    assert set(P.training_keys()) - set(P.RUN_COUNT_KEYS) <= set(cfg)
+    assert set(P.training_keys()) <= set(cfg)
     assert "replicates" not in cfg          # how many runs is no part of how one run trains
 
 
@@ -137,14 +145,14 @@ def test_replicates_are_the_experiments_config_with_the_next_seeds(good):
     p = broken(good, lambda p: p.update(seed=5))
     name = next(iter(p["experiments"]))
     own = P.experiment_config(p, name)
-    assert P.replicate_configs(p, name) == []                        # replicates: 1
-    p["experiments"][name]["replicates"] = 3
+    assert P.replicate_configs(p, name) == []                        # not in replicates: one run
+    p["replicates"][name] = 3
     assert P.experiment_config(p, name) == own                       # run 0 unchanged: nothing retrains
     runs = P.replicate_configs(p, name)
     assert [(r["replicate"], r["seed"]) for r in runs] == [(1, 6), (2, 7)]
     assert [{k: v for k, v in r.items() if k not in ("seed", "replicate")} for r in runs] == [
         {k: v for k, v in own.items() if k != "seed"}] * 2         # nothing else differs
-    p["experiments"][name]["replicates"] = 5
+    p["replicates"][name] = 5
     assert P.replicate_configs(p, name)[:2] == runs                  # raising N leaves the first runs as they were
 
 

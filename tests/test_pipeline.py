@@ -205,8 +205,7 @@ def test_snakemake_reruns_exactly_what_changed(snakemake_built, tmp_path):
     with open(project / "pipeline/models/lenet.py", "a") as f:
         f.write("# a note on LeNet\n")
     jobs, _ = snakemake(project)
-    # (replicate: the job of its further runs, none here, reruns with the code they would run)
-    assert jobs == {"train@digits_lenet_adam", "evaluate@digits_lenet_adam", "replicate@digits_lenet_adam", "report"}
+    assert jobs == {"train@digits_lenet_adam", "evaluate@digits_lenet_adam", "report"}
 
     # one data set's split: its chain and its experiments only
     edit_params(project, lambda d: d["datasets"]["digits_alt"].__setitem__("val_fraction", 0.25))
@@ -268,8 +267,7 @@ def test_dvc_run_cache_experiments_and_overrides(dvc_built, tmp_path):
     with open(project / "pipeline/models/lenet.py", "a") as f:
         f.write("# a note on LeNet\n")
     ran, out = dvc(project, "repro")
-    assert ran == {"configure", "train@digits_lenet_adam", "evaluate@digits_lenet_adam",
-                   "replicate@digits_lenet_adam", "report"}, ran
+    assert ran == {"configure", "train@digits_lenet_adam", "evaluate@digits_lenet_adam", "report"}, ran
     commit(project, "a note")
     baseline = outputs(project)
 
@@ -499,8 +497,7 @@ def test_an_edit_inside_an_image_folder_reruns_that_data_sets_chain_under_both_t
         doc["experiments"]["pets_mlp"] = {"dataset": "pets", "model": {"name": "mlp", "hidden": [16]}}
     edit_params(project, study)
     commit(project, "a folder data set")
-    chain = {"download@pets", "prepare@pets", "stats@pets", "train@pets_mlp", "evaluate@pets_mlp",
-             "replicate@pets_mlp", "report"}
+    chain = {"download@pets", "prepare@pets", "stats@pets", "train@pets_mlp", "evaluate@pets_mlp", "report"}
 
     snakemake(project)
     (photos / "dog" / "003.png").unlink()                 # deep inside: the top folder's time is unchanged
@@ -590,13 +587,16 @@ def new_runs(output: str) -> set[tuple[str, int]]:
 @pytest.mark.xdist_group("replicates")
 def test_replicates_train_only_their_new_runs_under_both_tools(project, demo):
     two = ("digits_mlp", "digits_lenet_adam")
-    edit_params(project, lambda d: [d["experiments"][e].__setitem__("replicates", 3) for e in two])
+    jobs, _ = snakemake(project, "-n")
+    assert by_stage(jobs, "train") == demo["all"] and not by_stage(jobs, "replicate")   # none listed: no job
+    edit_params(project, lambda d: d.__setitem__("replicates", {e: 3 for e in two}))
     jobs, out = snakemake(project)
-    assert by_stage(jobs, "train") == by_stage(jobs, "replicate") == demo["all"]   # 1 run: an empty folder
+    assert by_stage(jobs, "train") == demo["all"] and by_stage(jobs, "replicate") == set(two)
     assert new_runs(out) == {(e, i) for e in two for i in (1, 2)}
     for e in demo["all"]:
-        assert sorted(p.name for p in (project / "results/replicates" / e).iterdir()   # not Snakemake's stamp
-                      if not p.name.startswith(".")) == (["1", "2"] if e in two else [])
+        further = project / "results/experiments" / e / "replicates"
+        assert (sorted(p.name for p in further.iterdir() if not p.name.startswith("."))   # not Snakemake's stamp
+                if e in two else further.exists()) == (["1", "2"] if e in two else False)
     summary = json.loads((project / "results/summary.json").read_text())
     spread = {e: (summary["test_top1"][e], summary["test_top1_ci"][e]) for e in two}
     assert all(half is not None and half >= 0 for _, half in spread.values())
@@ -616,15 +616,22 @@ def test_replicates_train_only_their_new_runs_under_both_tools(project, demo):
     assert "above by 2.0" in row and "(3 runs)" in row
 
     # DVC raises both to 5: their replicate jobs rerun and train exactly the 2 new runs each
-    ran, out = dvc(project, "exp", "run", "-S", "experiments.digits_mlp.replicates=5",
-                   "-S", "experiments.digits_lenet_adam.replicates=5")
+    ran, out = dvc(project, "exp", "run", "-S", "replicates.digits_mlp=5", "-S", "replicates.digits_lenet_adam=5")
     assert by_stage(ran, "replicate") == set(two) and not by_stage(ran, "train"), ran
     assert new_runs(out) == {(e, i) for e in two for i in (3, 4)}
     assert json.loads((project / "results/summary.json").read_text())["test_top1"].keys() == demo["all"]
     assert "(5 runs)" in (project / "results/report.html").read_text()
-    ran, out = dvc(project, "exp", "run", "-S", "experiments.digits_mlp.replicates=3",
-                   "-S", "experiments.digits_lenet_adam.replicates=3")
+    ran, out = dvc(project, "exp", "run", "-S", "replicates.digits_mlp=3", "-S", "replicates.digits_lenet_adam=3")
     assert not by_stage(ran, "train") and new_runs(out) == set()    # back to 3: the runs are there
+
+    # a third experiment listed by DVC (`+`: a new key): exactly its replicate job is added and run;
+    # one taken off the list (`~`): its job is gone, the report shows it as one run again
+    ran, out = dvc(project, "exp", "run", "-S", "+replicates.alt_mlp=2", "-S", "~replicates.digits_mlp")
+    assert by_stage(ran, "replicate") == {"alt_mlp"} and not by_stage(ran, "train"), ran
+    assert new_runs(out) == {("alt_mlp", 1)}
+    summary = json.loads((project / "results/summary.json").read_text())
+    assert summary["test_top1_ci"]["digits_mlp"] is None and summary["test_top1_ci"]["alt_mlp"] is not None
+    assert "replicate@digits_mlp" not in dvc(project, "status")[1]
 
 
 def while_training(cmd: list[str], project: Path, meanwhile) -> str:

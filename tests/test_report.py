@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from report_fixture import make_study, write_experiment  # noqa: E402
 
 
-def _report(root: Path, study: dict, logs: Path | None = None, replicates: Path | None = None) -> tuple[str, dict]:
+def _report(root: Path, study: dict, logs: Path | None = None) -> tuple[str, dict]:
     out = root / "results" / "report.html"
     ctx = report.report(study, root / "results/experiments", root / "data/prepared", root / "data/stats",
-                        out, logs=logs, root=root, replicates=replicates)
+                        out, logs=logs, root=root)
     return out.read_text(), ctx
 
 
@@ -255,7 +255,7 @@ def test_report_cli_writes_one_self_contained_file_from_study_json(tmp_path):
     study = make_study(tmp_path, n_experiments=3)
     cmd = [sys.executable, "-m", "pipeline.report", "--study", "results/configs/study.json",
            "--results", "results/experiments", "--prepared", "data/prepared", "--stats", "data/stats",
-           "--replicates", "results/replicates", "--logs", "logs", "--out", "results/report.html",
+           "--logs", "logs", "--out", "results/report.html",
            "--summary", "results/summary.json"]
     env_cmd = ["env", f"PYTHONPATH={ROOT}", *cmd]
     run(env_cmd, cwd=tmp_path)
@@ -345,15 +345,14 @@ def test_replicates_give_the_mean_interval_and_verdict_and_stale_runs_are_left_o
     from report_fixture import write_experiment
     study = make_study(tmp_path, n_experiments=1)
     params = study["params"]
-    params["experiments"]["digits_exp00"]["replicates"] = 3
+    params["replicates"] = {"digits_exp00": 3}
     from pipeline import configure, params as params_mod
     study_json = configure.config_files(params)["study.json"]
     labels = np.arange(60) % 10
     for further, wrong_every in zip(params_mod.replicate_configs(params, "digits_exp00"), (4, 6)):
         write_experiment(tmp_path, "digits_exp00", labels, [str(k) for k in range(10)], wrong_every, further,
-                         folder=tmp_path / "results/replicates/digits_exp00" / str(further["replicate"]))
-    exp = collect.experiment(study_json, "digits_exp00", tmp_path / "results/experiments", None,
-                             tmp_path / "results/replicates")
+                         folder=tmp_path / "results/experiments/digits_exp00/replicates" / str(further["replicate"]))
+    exp = collect.experiment(study_json, "digits_exp00", tmp_path / "results/experiments")
     row = collect.leaderboard_row(exp)
     # mean 75, s = sqrt((8.33^2 + 0 + 8.33^2) / 2) = 8.333, t(0.975, 2) = 4.3027 -> 4.3027 * 8.333 / sqrt(3) = 20.70
     assert row["test_spread"].values == pytest.approx((200 / 3, 75.0, 250 / 3))
@@ -365,17 +364,16 @@ def test_replicates_give_the_mean_interval_and_verdict_and_stale_runs_are_left_o
     # its interval: s = sqrt((5.556^2 + 11.111^2 + 5.556^2) / 2) = 9.623 -> 4.3027 * 9.623 / sqrt(3) = 23.90
     assert collect.per_class_half_widths(exp)["0"] == pytest.approx(23.90, abs=0.01)
     # a further run made from another config is left out, never averaged in
-    stale = json.loads((tmp_path / "results/replicates/digits_exp00/2/test.json").read_text())
+    stale = json.loads((tmp_path / "results/experiments/digits_exp00/replicates/2/test.json").read_text())
     stale["config_sha256"] = "0" * 16
-    (tmp_path / "results/replicates/digits_exp00/2/test.json").write_text(json.dumps(stale))
-    exp = collect.experiment(study_json, "digits_exp00", tmp_path / "results/experiments", None,
-                             tmp_path / "results/replicates")
+    (tmp_path / "results/experiments/digits_exp00/replicates/2/test.json").write_text(json.dumps(stale))
+    exp = collect.experiment(study_json, "digits_exp00", tmp_path / "results/experiments")
     row = collect.leaderboard_row(exp)
     assert row["test_spread"].values == pytest.approx((200 / 3, 75.0)) and (row["runs"], row["runs_wanted"]) == (2, 3)
     # the report: mean +- half-width in the leaderboard, every run and the t interval in its section
-    (tmp_path / "results/replicates/digits_exp00/2/test.json").write_text(json.dumps({**stale, "config_sha256": study_json[
+    (tmp_path / "results/experiments/digits_exp00/replicates/2/test.json").write_text(json.dumps({**stale, "config_sha256": study_json[
         "experiments"]["digits_exp00"]["replicate_sha256"][1]}))
-    html, _ = _report(tmp_path, study_json, replicates=tmp_path / "results/replicates")
+    html, _ = _report(tmp_path, study_json)
     assert "± 20.7 (3 runs)" in html and "Runs (3 of 3" in html and "54.3 – 95.7" in html
 
 

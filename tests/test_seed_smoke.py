@@ -53,12 +53,12 @@ def test_every_experiment_of_the_seed_study_trains_evaluates_and_reaches_the_rep
         assert 0 <= test["test_acc"] <= 1, name
         assert run_record["config"]["epochs"] == 1 and len(run_record["epoch_times_s"]) == 1, name
         # the close calls' further runs, cut to one at smoke scale: seed + 1, a finished run
-        further = sorted(p.name for p in (project / "results/replicates" / name).iterdir() if not p.name.startswith("."))
-        assert further == (["1"] if params["experiments"][name].get("replicates", 1) > 1 else []), name
-        if further:
-            assert json.loads((project / "results/replicates" / name / "1/run.json").read_text())["config"]["seed"] == \
-                run_record["config"]["seed"] + 1
-            assert 0 <= json.loads((project / "results/replicates" / name / "1/test.json").read_text())["test_acc"] <= 1
+        further = d / "replicates"
+        assert further.is_dir() == (name in params["replicates"]), name    # a replicate job only for those
+        if name in params["replicates"]:
+            assert sorted(p.name for p in further.iterdir() if not p.name.startswith(".")) == ["1"], name   # not Snakemake's stamp
+            assert json.loads((further / "1/run.json").read_text())["config"]["seed"] == run_record["config"]["seed"] + 1
+            assert 0 <= json.loads((further / "1/test.json").read_text())["test_acc"] <= 1
     html = (project / "results/report.html").read_text()
     assert "Smoke run" in html
     for name in names:
@@ -82,6 +82,8 @@ def test_smoke_changes_sizes_only():
         doc = P.read_yaml(ROOT / "studies" / f"{study}.yaml")
         full["datasets"].update(doc["datasets"])
         full["experiments"].update(doc["experiments"])
+        full["replicates"].update(doc.get("replicates", {}))
+    assert full["replicates"]
     params = {**full, "smoke": True}
     for name in params["experiments"]:
         small, big = P.experiment_config(params, name), P.experiment_config(full, name)

@@ -41,6 +41,7 @@ def two_experiments(project: Path) -> Path:
         doc["epochs"] = 2
         for name in [e for e in doc["experiments"] if e not in EXPERIMENTS]:
             del doc["experiments"][name]
+        doc["replicates"] = {EXPERIMENTS[0]: 2}      # one replicate job, for the first only
     edit_params(project, trim)
     return project
 
@@ -54,6 +55,7 @@ def results(project: Path) -> dict:
         train.pop("train_time_s")
         out[exp] = {"train": train, "test": json.loads((d / "test.json").read_text()),
                     "history": live.read_history(d / "live").to_dict("list")}
+    out["replicate 1"] = json.loads((project / "results/experiments" / EXPERIMENTS[0] / "replicates/1/test.json").read_text())
     return out
 
 
@@ -74,7 +76,8 @@ def test_the_study_runs_under_slurm_as_it_runs_locally(cluster, tmp_path):
     mine = [line.split("|") for line in acct if line.split("|")[3].startswith(str(remote))]
     jobs = sorted(comment for _, comment, _, _ in mine)
     assert jobs == sorted([f"rule_{r}_wildcards_digits" for r in ("download", "prepare", "stats")] + ["rule_report"]
-                          + [f"rule_{r}_wildcards_{e}" for r in ("train", "evaluate", "replicate") for e in EXPERIMENTS]), acct
+                          + [f"rule_{r}_wildcards_{e}" for r in ("train", "evaluate") for e in EXPERIMENTS]
+                          + [f"rule_replicate_wildcards_{EXPERIMENTS[0]}"]), acct
     assert {state for *_, state, _ in mine} == {"COMPLETED"}
     logs = list((remote / ".snakemake" / "slurm_logs" / "rule_train").glob("*/*.log"))   # <wildcards>/<jobid>.log
     assert len(logs) == len(EXPERIMENTS)                      # a log per job

@@ -83,24 +83,35 @@ def test_code_deps_follow_lazy_imports_and_nothing_else():
 
 def test_each_job_depends_on_its_code_through_one_manifest():
     """configure digests every file a stage runs into one manifest per stage (per model for an
-    experiment's stages), and both tools take that file as the job's code dependency: one file in
-    place of twenty, changed exactly when one of them is."""
+    experiment's stages; per job for replicate, whose DVC template knows only the experiment), and
+    both tools take that file as the job's code dependency: one file in place of twenty, changed
+    exactly when one of them is."""
     import hashlib
+    from conftest import unit_params
     from pipeline import configure, imports
-    assert {name: per_model for name, per_model in configure.CODE_STAGES.items()} == \
-        {s.name: s.foreach == "experiments" for s in wiring.RULES}
-    manifests = configure.code_files()
+    assert configure.CODE_STAGES == {s.name: {"experiments": "model", "replicates": "exp"}.get(s.foreach)
+                                     for s in wiring.RULES}
+    params = unit_params()
+    assert not [f for f in configure.code_files(params) if f.startswith("code/replicate/")]   # none replicated
+    params["replicates"] = {"digits_lenet": 3, "digits_mlp": 2}
+    manifests = configure.code_files(params)
+    assert sorted(f for f in manifests if f.startswith("code/replicate/")) == [
+        "code/replicate/digits_lenet.json", "code/replicate/digits_mlp.json"]
     families = imports.model_families()
     for stage in wiring.RULES:
         code = set(wiring.code_deps(stage.module))
-        for model in (families if configure.CODE_STAGES[stage.name] else [None]):
-            files = manifests[configure.code_manifest(stage.name).format(model=model)]
+        per = configure.CODE_STAGES[stage.name]
+        jobs = {None: {None: None}, "model": {m: m for m in families},
+                "exp": {e: params["experiments"][e]["model"]["name"] for e in params["replicates"]}}[per]
+        for key, model in jobs.items():
+            files = manifests[configure.code_manifest(stage.name).format(**({per: key} if per else {}))]
             own = {families[model]} if model else set()
             assert set(files) == code - (set(families.values()) - own), (stage.name, model)   # its family only
             assert all(h == hashlib.sha256((ROOT / f).read_bytes()).hexdigest() for f, h in files.items())
     dvc = yaml.safe_load(wiring.dvc_yaml())["stages"]
     assert [d for d in dvc["train"]["do"]["deps"] if d.startswith("pipeline")] == []
     assert "results/configs/code/train/${item.model.name}.json" in dvc["train"]["do"]["deps"]
+    assert "results/configs/code/replicate/${key}.json" in dvc["replicate"]["do"]["deps"]
     assert "results/configs/code/report.json" in dvc["report"]["deps"]
     # configure digests them all, so under DVC any stage's code is configure's dependency; the tools' not
     assert set(wiring.configure_code()) >= set().union(*(wiring.code_deps(s.module) for s in wiring.STAGES))

@@ -62,11 +62,11 @@ def _experiment_figures(exp: dict, test_images, draw: bool = True) -> None:
 
 
 def build_context(study: dict, results: Path, prepared: Path, stats: Path, logs: Path | None,
-                  root: Path, draw: bool = True, replicates: Path | None = None) -> dict:
+                  root: Path, draw: bool = True) -> dict:
     """Everything the template renders: overview, leaderboard, per data set, per experiment; the
     figures only if `draw` (they take most of the time)."""
     from pipeline.report import collect, figures, verdict
-    exps = [collect.experiment(study, name, results, logs, replicates) for name in study["experiments"]]
+    exps = [collect.experiment(study, name, results, logs) for name in study["experiments"]]
     for e in exps:
         e["row"] = collect.leaderboard_row(e)
     datasets = []
@@ -158,12 +158,10 @@ def render(context: dict) -> str:
 
 
 def report(study: dict, results: Path, prepared: Path, stats: Path, out: Path, summary: Path | None = None,
-           logs: Path | None = None, root: Path = Path("."), draw: bool = True,
-           replicates: Path | None = None) -> dict:
-    """Render the report to `out` and, when given, the study's DVC metrics to `summary`; the
-    experiments' further runs are read from `replicates` (none when None)."""
+           logs: Path | None = None, root: Path = Path("."), draw: bool = True) -> dict:
+    """Render the report to `out` and, when given, the study's DVC metrics to `summary`."""
     import json
-    context = build_context(study, results, prepared, stats, logs, root, draw, replicates)
+    context = build_context(study, results, prepared, stats, logs, root, draw)
     html = render(context)
     with stage.atomic_path(out) as tmp:
         tmp.write_text(html)
@@ -188,7 +186,7 @@ def render_despite_failure(root: Path = Path(".")) -> None:
     out = root / ROW.outs["out"].path
     try:
         report(stage.read_json(paths["study"]), paths["results"], paths["prepared"], paths["stats"], out,
-               replicates=paths["replicates"], logs=root / "logs", root=root.resolve(), draw=False)
+               logs=root / "logs", root=root.resolve(), draw=False)
         os.utime(out, (1, 1))   # 1, not 0: Snakemake takes an mtime of 0 for none at all
         log.info("rendered %s with the failure shown (dated 1970: the next run rebuilds it)", out)
     except Exception as e:  # noqa: BLE001
@@ -198,14 +196,13 @@ def render_despite_failure(root: Path = Path(".")) -> None:
 ROW = stage.Stage(   # the row (pipeline/wiring.py builds both tools from it)
     "report", None,
     deps={"study": "results/configs/study.json",
-          "results": stage.Gather("results/experiments", ("train", "evaluate")),
-          "replicates": stage.Gather("results/replicates", ("replicate",)),
+          "results": stage.Gather("results/experiments", ("train", "evaluate", "replicate")),
           "prepared": stage.Gather("data/prepared", ("prepare",)), "stats": stage.Gather("data/stats", ("stats",))},
     outs={"out": stage.Out("results/report.html", report="study"),
           "summary": stage.Out("results/summary.json", "metric", report="study")},
-    help={"study": "study.json, as configure writes it", "results": "folder of per-experiment folders",
+    help={"study": "study.json, as configure writes it",
+          "results": "folder of per-experiment folders (further runs in <exp>/replicates/)",
           "prepared": "folder of prepared data sets", "stats": "folder of <dataset>.json stats",
-          "replicates": "folder of per-experiment folders of further runs (replicate stage)",
           "summary": "the study's DVC metrics: verdict counts, each experiment's mean test top-1 and interval"})
 
 def parser() -> argparse.ArgumentParser:
@@ -219,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     stage.setup_logging(args.log)
     report(stage.read_json(args.study), args.results, args.prepared, args.stats, args.out, args.summary,
-           args.logs, root=Path(".").resolve(), replicates=args.replicates)
+           args.logs, root=Path(".").resolve())
 
 
 if __name__ == "__main__":

@@ -57,16 +57,16 @@ def _log_tail(logs: Path | None, exp: str, lines: int = 12) -> tuple[str | None,
 REPLICATE_FILES = ("train.json", "run.json", "test.json", "live", "per_class.csv")   # what the spreads need
 
 
-def _replicates(spec: dict, folder: Path | None, name: str) -> list[dict]:
+def _replicates(spec: dict, folder: Path, name: str) -> list[dict]:
     """The experiment's further runs that finished from the current configs (replicate stage's
     <folder>/<i>/): per run its train.json, test.json, epoch log (live/) and per_class.csv."""
     runs = []
     for i, digest in enumerate(spec.get("replicate_sha256", []), start=1):
         run = {"replicate": i}
         for f in REPLICATE_FILES:
-            path = folder / str(i) / f if folder is not None else None
+            path = folder / str(i) / f
             try:
-                run[f.replace(".", "_")] = _read(path) if path is not None and path.exists() else None
+                run[f.replace(".", "_")] = _read(path) if path.exists() else None
             except (ValueError, OSError, pd.errors.ParserError) as e:
                 log.warning("experiment %s: replicate %d: cannot read %s (%s)", name, i, path, e)
                 run[f.replace(".", "_")] = None
@@ -75,8 +75,7 @@ def _replicates(spec: dict, folder: Path | None, name: str) -> list[dict]:
     return runs
 
 
-def experiment(study: dict, name: str, results: Path, logs: Path | None = None,
-               replicates: Path | None = None) -> dict:
+def experiment(study: dict, name: str, results: Path, logs: Path | None = None) -> dict:
     """Everything the report needs about one experiment, with `status` saying how complete it is.
 
     status: "ok" (trained and evaluated), "not evaluated", "not trained", "failed" (a stage log
@@ -112,7 +111,7 @@ def experiment(study: dict, name: str, results: Path, logs: Path | None = None,
         except ParamsError as e:
             exp["problems"].append(str(e))
     exp["log_path"], exp["log_tail"] = _log_tail(logs, name)
-    exp["replicates"] = _replicates(spec, replicates / name if replicates is not None else None, name)
+    exp["replicates"] = _replicates(spec, results / name / "replicates", name)   # the replicate stage's runs
     exp["runs_wanted"] = 1 + len(spec.get("replicate_sha256", []))
     if exp["problems"]:
         exp["status"] = "unreadable"
