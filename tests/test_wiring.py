@@ -228,6 +228,24 @@ def test_the_snakefile_reports_bad_params_and_missing_sources_in_one_line(projec
         assert "Traceback" not in r.stderr and "File " not in r.stderr
 
 
+def test_a_replicate_job_only_where_an_experiment_runs_more_than_once_under_both_tools(project):
+    """DVC's foreach iterates `replicates:` itself (an empty mapping: no stage), and Snakemake asks
+    for the replicate outputs of its entries only: the same jobs, planned by each tool."""
+    from conftest import run
+    from test_pipeline import edit_params, snakemake_jobs
+
+    def planned() -> tuple[set[str], set[str]]:
+        jobs = snakemake_jobs(run(["snakemake", "-n"], cwd=project).stdout)
+        stages = {line.split()[0] for line in run(["dvc", "stage", "list"], cwd=project).stdout.splitlines()}
+        return ({j for j in jobs if j.startswith("replicate")}, {s for s in stages if s.startswith("replicate")},
+                len(jobs))
+    sm, dvc, n = planned()
+    assert sm == dvc == set() and n == 24          # the demo: download, prepare, stats, 10 x train/evaluate, report
+    edit_params(project, lambda d: d.__setitem__("replicates", {"digits_lenet": 3}))
+    sm, dvc, n = planned()
+    assert sm == dvc == {"replicate@digits_lenet"} and n == 25
+
+
 def import_graph() -> dict[str, set[str]]:
     """Every pipeline module -> the pipeline modules it imports (from the source, lazy imports too)."""
     from pipeline import imports
