@@ -61,9 +61,14 @@ class Stage:
         return f"pipeline.{self.name}"
 
     @property
+    def wildcard(self) -> str | None:
+        """The name of the entry a job is for in path templates: ds, exp, or None (a single job)."""
+        return {"datasets": "ds", "experiments": "exp", "replicates": "exp", None: None}[self.foreach]
+
+    @property
     def key(self) -> str:
         """The path template of the entry a job is for: {ds}, {exp}, or "" (a single job)."""
-        return {"datasets": "{ds}", "experiments": "{exp}", "replicates": "{exp}", None: ""}[self.foreach]
+        return f"{{{self.wildcard}}}" if self.wildcard else ""
 
     @property
     def log(self) -> str:

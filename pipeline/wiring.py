@@ -130,8 +130,6 @@ def dvc_yaml() -> str:
 class Snakemake:
     """What the Snakefile needs of a stage, for the study in `params`."""
 
-    WILDCARD = {"datasets": "ds", "experiments": "exp", "replicates": "exp"}
-
     def __init__(self, params: dict):
         self.params = params
 
@@ -147,7 +145,7 @@ class Snakemake:
     def all_outputs(self, name: str) -> list[str]:
         stage = BY_NAME[name]
         keys = self.params[stage.foreach] if stage.foreach else [None]
-        w = self.WILDCARD.get(stage.foreach)
+        w = stage.wildcard
         return [f.format(**({w: k} if w else {})) for k in keys for out in stage.outs.values() for f in files(out)]
 
     def inputs(self, name: str) -> dict:
@@ -181,7 +179,7 @@ class Snakemake:
         """Named outputs; those a row marks `report` flagged for Snakemake's own report."""
         from snakemake.io import directory, report
         stage = BY_NAME[name]
-        sub = "{exp}" if Snakemake.WILDCARD.get(stage.foreach) == "exp" else None
+        sub = "{exp}" if stage.wildcard == "exp" else None
 
         def flagged(o):
             path = directory(o.path) if o.directory else o.path
@@ -228,7 +226,7 @@ def jobs(params: dict) -> dict[str, tuple[set[str], set[str]]]:
         gathered = {f for opt, dep in stage.deps.items() if isinstance(dep, Gather)
                     for s in dep.stages for f in study.all_outputs(s)}
         for key in keys:
-            w = SimpleNamespace(**({Snakemake.WILDCARD[stage.foreach]: key} if key else {}))
+            w = SimpleNamespace(**({stage.wildcard: key} if key else {}))
             reads = gathered | {study._fill(dep, w) for dep in [*stage.deps.values(), code_dep(stage)]
                                 if not isinstance(dep, Gather)}
             if stage.name in EXTRA_INPUTS and key:
