@@ -40,8 +40,9 @@ bench: install         ## wall times of the demo and of no-op reruns with each t
 gpu-check: install     ## on a CUDA machine: benchmark, seed 002 on CIFAR-10, smoke run, determinism -> benchmarks/
 	$(BIN)/python scripts/gpu_check.py --out benchmarks
 
-# Not the venv, nor data/downloads/ (archives you placed there); configure's links in data/sources
-# go, never what they point to.
+# Not the venv, nor data/downloads/ (archives you placed there), nor data/sources/ (configure's links,
+# committed with the study).
 clean:                 ## what .gitignore calls generated in data/, results/, logs/, and Snakemake's records
-# (dvc.lock stays: DVC's record, which you commit; `dvc repro` or `dvc checkout` brings its outputs back)
+# (dvc.lock stays: DVC's record, which you commit; `dvc checkout` brings its outputs back, and then
+# `dvc status` and `snakemake -n` both have nothing to do)
 	git clean -fdqX -e '!data/downloads' data results logs .snakemake

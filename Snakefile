@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 from pipeline import params, wiring
 from pipeline.configure import changes, check_local_sources, configure
-from pipeline.lock import code_mtimes, edited_during_run, hand_over_to_dvc, hold_workspace
+from pipeline.lock import code_mtimes, edited_during_run, hand_over_to_dvc, hold_workspace, take_over_from_dvc
 from pipeline.report import render_despite_failure
 from pipeline.stage import PipelineError
 
@@ -36,6 +36,11 @@ if workflow.is_main_process:
                      f"that its jobs read: they are left as they are until then")
     else:
         configure(PARAMS, CONFIGS, SOURCES)
+        # Outputs DVC restored (checkout, pull, exp apply) are dated as copied: those dvc.lock
+        # records as current are dated after their inputs, so that only the rest reruns.
+        if taken := take_over_from_dvc(wiring.jobs(PARAMS)):
+            print(f"{len(taken)} job(s) whose outputs dvc.lock records as current ({taken[0]}, ...) dated "
+                  f"after their inputs", file=sys.stderr)
 STUDY = wiring.Snakemake(PARAMS)
 SHELL = {stage.name: STUDY.shell(stage) for stage in wiring.RULES}
 

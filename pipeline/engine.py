@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pipeline import augment, data, distributed, inference, layers, live, models, recipes, resume
 from pipeline.config import TrainConfig
-from pipeline.stage import PipelineError, on_signal
+from pipeline.stage import PipelineError, file_sha256, on_signal
 
 log = logging.getLogger("pipeline.engine")
 
@@ -302,8 +302,11 @@ def _fit(config: TrainConfig, prepared: Path, stats: dict, out: TrainOutputs, pa
                            or epoch == config.epochs):
             saved_at, run.elapsed = time.perf_counter(), time.perf_counter() - start
             resume.snapshot(state_file, key, parts, generators, run)
+    # what the run started from, beside its config: the data's digest, and a parent's checkpoint's
+    # (Snakemake's run after a DVC restore takes a child as current only where they match)
+    digests = {"data_sha256": data_sha256, "parent_sha256": file_sha256(parent) if parent else None}
     metrics, record = _results(config, run, model, meta, device, ranks, threads, time.perf_counter() - start,
-                               data_sha256)
+                               digests)
     if ranks.main:   # rank 0 writes the outputs
         _write(out, model, config, meta, stats, run, metrics, record)
         resume.remove(state_file)
@@ -347,7 +350,7 @@ def _record(run: resume.Progress, model, config: TrainConfig, row: dict, epochs_
 
 
 def _results(config: TrainConfig, run: resume.Progress, model, meta: dict, device: torch.device, ranks: distributed.Ranks,
-             threads: int, train_time_s: float, data_sha256: str) -> tuple[dict, dict]:
+             threads: int, train_time_s: float, digests: dict) -> tuple[dict, dict]:
     """train.json: the few scalars of the kept checkpoint's epoch (val figures null without a val
     split); run.json: what the run was, for the report."""
     kept = run.kept
@@ -359,8 +362,7 @@ def _results(config: TrainConfig, run: resume.Progress, model, meta: dict, devic
               "trainable_parameter_count": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "input_size": list(inference.input_size(config, meta)), "device": str(device), "devices": ranks.world,
               "threads": threads, "epoch_times_s": run.epoch_times,
-              "config": config.to_dict(), "config_sha256": config.sha256, "data_sha256": data_sha256,
-              "versions": versions()}
+              "config": config.to_dict(), "config_sha256": config.sha256, **digests, "versions": versions()}
     return metrics, record
 
 

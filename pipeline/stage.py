@@ -214,6 +214,13 @@ def failure_report() -> None:
                        check=False)
 
 
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks."""
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def read_json(path: Path) -> dict:
     """A JSON input named on the command line; a missing one is a one-line error naming it."""
     import json

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from pipeline import configure, download, evaluate, imports, live, prepare, replicate, report, stats, train
 from pipeline.stage import Gather, Out, Stage
@@ -215,9 +216,15 @@ EXTRA_INPUTS = {"train": _parent_checkpoint, "replicate": _parent_checkpoint}
 
 # ---- what an edit of params.yaml reruns ------------------------------------------------------
 
-def jobs(params: dict) -> dict[str, tuple[set[str], set[str]]]:
-    """Every job of the study but configure, named as DVC names them (`train@digits_mlp`, `report`):
-    (the paths it reads, the paths it writes). A parent's checkpoint counts as its child's input
+class Job(NamedTuple):
+    reads: set[str]         # the paths it reads (under Snakemake: its inputs)
+    writes: set[str]        # the paths it writes
+    parent: str | None      # a `pretrained: <experiment>` parent's checkpoint: an input Snakemake alone declares
+
+
+def jobs(params: dict) -> dict[str, Job]:
+    """Every job of the study but configure, named as DVC names them (`train@digits_mlp`, `report`),
+    each after the jobs whose outputs it reads. A parent's checkpoint counts as its child's input
     (Snakemake declares it; under DVC the child's config carries the parent's)."""
     from types import SimpleNamespace
     study, found = Snakemake(params), {}
@@ -229,10 +236,9 @@ def jobs(params: dict) -> dict[str, tuple[set[str], set[str]]]:
             w = SimpleNamespace(**({stage.wildcard: key} if key else {}))
             reads = gathered | {study._fill(dep, w) for dep in [*stage.deps.values(), code_dep(stage)]
                                 if not isinstance(dep, Gather)}
-            if stage.name in EXTRA_INPUTS and key:
-                reads.update(EXTRA_INPUTS[stage.name](params, w))
+            parent = EXTRA_INPUTS[stage.name](params, w) if stage.name in EXTRA_INPUTS and key else []
             writes = {study._fill(f, w) for o in stage.outs.values() for f in files(o)}
-            found[f"{stage.name}@{key}" if key else stage.name] = (reads, writes)
+            found[f"{stage.name}@{key}" if key else stage.name] = Job(reads | set(parent), writes, next(iter(parent), None))
     return found
 
 
@@ -245,12 +251,12 @@ def preview(params: dict, configs: Path, sources: Path) -> list[str]:
     changed = {str(path) for path in [*write, *remove]}
     graph, rerun = jobs(params), set()
     while True:
-        more = {name for name, (reads, _) in graph.items() if name not in rerun and (reads & changed or any(
-            read.startswith(out.rstrip("/") + "/") or read == out for read in reads for out in changed))}
+        more = {name for name, job in graph.items() if name not in rerun and (job.reads & changed or any(
+            read.startswith(out.rstrip("/") + "/") or read == out for read in job.reads for out in changed))}
         if not more:
             return sorted(rerun)
         rerun |= more
-        changed |= {out for name in more for out in graph[name][1]}
+        changed |= {out for name in more for out in graph[name].writes}
 
 
 def main(argv: list[str] | None = None) -> None:

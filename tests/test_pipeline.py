@@ -446,11 +446,11 @@ def test_dvc_queue_push_pull_and_checkout(dvc_built, tmp_path):
     dvc(project, "push")
     for top in ("data", "results"):
         subprocess.run(["rm", "-rf", str(project / top)], check=True)
-    run(["git", "checkout", "--", "data"], cwd=project)      # as a fresh clone has it
+    run(["git", "checkout", "--", "data"], cwd=project)      # as a fresh clone has it (data/sources too)
     dvc(project, "pull")
     assert outputs(project) == first_outputs
     ran, out = dvc(project, "repro")
-    assert ran == {"configure"}        # it remakes data/sources/, its links to each data set's files
+    assert ran == set() and "Data and pipelines are up to date" in out
     assert outputs(project) == first_outputs
 
     # a later commit, then back: `git checkout` + `dvc checkout` restore that commit's results
@@ -577,6 +577,64 @@ def test_handing_the_workspace_between_the_tools(snakemake_built, tmp_path):
     assert trained_lr(project, exp) == 0.003
     ran, _ = dvc(project, "repro")
     assert by_stage(ran, "train") == {exp} and trained_lr(project, exp) == 0.004
+
+
+def assert_nothing_to_do(project: Path) -> None:
+    """Both tools say the workspace is current, and Snakemake's parse (configure, the take-over of
+    what DVC restored) leaves it so for DVC."""
+    for command in (["dvc", "status"], ["snakemake", "-n"], ["dvc", "status"]):
+        p = run(command if command[0] == "dvc" else ["snakemake", "--cores", "2", "-n"], cwd=project)
+        out = p.stdout + p.stderr
+        assert ("Data and pipelines are up to date" if command[0] == "dvc" else "Nothing to be done") in out, out
+        assert not snakemake_jobs(out), out
+
+
+@pytest.mark.xdist_group("snakemake")
+def test_after_each_restore_neither_tool_has_anything_to_do(snakemake_built, tmp_path):
+    """The README's routes back to a result: `make clean` + `dvc checkout`, an experiment and back,
+    `dvc exp apply`, a fresh clone + `dvc pull`, `git checkout <rev>` + `dvc checkout`. DVC dates each
+    restored file as copied; Snakemake still trains nothing, and an edit afterwards still reruns
+    exactly what it changes."""
+    project, demo, _ = copy_of(snakemake_built, tmp_path)
+    first = commit(project, "demo results")      # params.yaml, dvc.lock and data/sources/, as the README says
+    built = outputs(project)
+
+    run(["make", "clean"], cwd=project)
+    assert not (project / "results").exists() and not (project / ".snakemake").exists()
+    dvc(project, "checkout")
+    assert_nothing_to_do(project)
+    assert outputs(project) == built
+
+    ran, _ = dvc(project, "exp", "run", "-S", "lr=0.01")
+    assert_reran_for_global_lr(ran, demo)
+    at_exp = outputs(project)
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=project)
+    dvc(project, "checkout")
+    assert_nothing_to_do(project)
+    assert outputs(project) == built
+    exp = run(["dvc", "exp", "ls", "--name-only"], cwd=project).stdout.split()[0]
+    dvc(project, "exp", "apply", exp)
+    assert_nothing_to_do(project)
+    assert outputs(project) == at_exp
+
+    dvc(project, "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    commit(project, "results at lr 0.01")
+    dvc(project, "push")
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], cwd=tmp_path)
+    dvc(clone, "pull")
+    assert_nothing_to_do(clone)
+    jobs, out = snakemake(clone)
+    assert jobs == set() and "Nothing to be done" in out
+    assert outputs(clone) == at_exp
+
+    run(["git", "checkout", "-q", first], cwd=project)
+    dvc(project, "checkout")
+    assert_nothing_to_do(project)
+    assert outputs(project) == built
+    edit_params(project, lambda d: d.__setitem__("lr", 0.03))      # the take-over hides no edit
+    jobs, _ = snakemake(project, "-n")
+    assert_reran_for_global_lr(jobs, demo)
 
 
 def new_runs(output: str) -> set[tuple[str, int]]:

@@ -26,12 +26,6 @@ def test_committed_dvc_yaml_is_the_generated_one():
         "dvc.yaml is stale: run `python -m pipeline.wiring dvc.yaml`"
 
 
-def test_no_dvc_lock_is_committed():
-    """A committed dvc.lock would name outputs no remote here holds, and go stale with the code."""
-    tracked = subprocess.run(["git", "ls-files", "dvc.lock"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert tracked == ""
-
-
 def test_every_dvc_output_is_cached_and_only_configures_persists():
     """`dvc exp`, push/pull and checkout only cover cached outputs, the run-cache only stages with
     no persistent one. configure's folder persists so that unchanged configs keep their mtimes
@@ -312,10 +306,10 @@ def test_make_clean_removes_what_the_pipeline_generated_and_nothing_a_user_place
     for path in [*made, placed, record]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"x")
-    (project / "data/sources/pets").symlink_to(images)
+    (project / "data/sources/pets").symlink_to(images)      # configure's link: part of the study, kept
     subprocess.run(["make", "clean"], cwd=project, check=True, capture_output=True)
-    assert not [p for p in made if p.exists()] and not (project / "data/sources/pets").is_symlink()
-    assert placed.exists() and (images / "a.png").exists() and (project / "data/sources/README.md").exists()
+    assert not [p for p in made if p.exists()] and (project / "data/sources/pets").resolve() == images
+    assert placed.exists() and (images / "a.png").exists() and (project / "data/sources/digits").is_file()
     assert record.read_bytes() == b"x"
 
 
@@ -349,3 +343,52 @@ def test_a_run_is_handed_over_only_if_nothing_changed_under_it(tmp_path):
     os.utime(tmp_path / "pipeline/models/mlp.py", ns=(0, at_start["pipeline/models/mlp.py"] + 10**9))
     assert lock.edited_during_run(at_start, configs, sources, params_path) == \
         "pipeline/models/mlp.py was edited during the run"
+
+
+def test_snakemake_takes_over_only_what_dvc_records_as_current(tmp_path):
+    """After `dvc checkout` every restored file is dated as copied: the take-over dates a job's
+    outputs after its inputs exactly where dvc.lock records the job as current, in order (a job
+    dated now makes its readers' inputs newer), and an input only Snakemake declares (a parent's
+    checkpoint) only where the outputs' run.json names its content."""
+    import hashlib
+    import json
+    from conftest import run
+    (tmp_path / "in.txt").write_text("data\n")
+    (tmp_path / "parent.pt").write_bytes(b"weights")
+    (tmp_path / "child.py").write_text(
+        "import hashlib, json, pathlib\n"
+        "digest = hashlib.sha256(pathlib.Path('parent.pt').read_bytes()).hexdigest()\n"
+        "pathlib.Path('run.json').write_text(json.dumps({'parent_sha256': digest}))\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "first": {"cmd": "cp in.txt a.txt", "deps": ["in.txt"], "outs": ["a.txt"]},
+        "second": {"cmd": "python child.py", "deps": ["a.txt", "child.py"], "outs": ["run.json"]}}}))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"], ["dvc", "repro", "-q"]):
+        run(cmd, cwd=tmp_path)
+    jobs = {"first": wiring.Job({"in.txt"}, {"a.txt"}, None),
+            "second": wiring.Job({"a.txt", "child.py", "parent.pt"}, {"run.json"}, "parent.pt")}
+
+    def date(**when):   # as a checkout leaves them: each file dated as copied, in any order
+        for name, t in when.items():
+            os.utime(tmp_path / name.replace("_", "."), (t, t))
+
+    def in_order() -> bool:
+        t = {p: lock.snakemake_mtime(tmp_path / p) for p in ("in.txt", "a.txt", "run.json", "parent.pt")}
+        return t["in.txt"] <= t["a.txt"] <= t["run.json"] and t["parent.pt"] <= t["run.json"]
+
+    date(in_txt=300, a_txt=100, child_py=50, run_json=200, parent_pt=50)
+    assert lock.take_over_from_dvc(jobs, tmp_path) == ["first", "second"] and in_order()
+    date(a_txt=100, run_json=200, parent_pt=400)          # the parent's checkpoint restored last
+    assert lock.take_over_from_dvc(jobs, tmp_path) == ["first", "second"] and in_order()
+    # retrained parent (new weights): its child was made from the old ones, whatever DVC records
+    (tmp_path / "parent.pt").write_bytes(b"other weights")
+    date(run_json=200, parent_pt=400)
+    assert lock.take_over_from_dvc(jobs, tmp_path) == [] and not in_order()
+    assert json.loads((tmp_path / "run.json").read_text())["parent_sha256"] != \
+        hashlib.sha256(b"other weights").hexdigest()
+    # an edited input: DVC does not record `first` as current, so neither is dated
+    (tmp_path / "parent.pt").write_bytes(b"weights")
+    (tmp_path / "in.txt").write_text("new data\n")
+    date(in_txt=300, a_txt=100, run_json=200, parent_pt=50)
+    assert lock.take_over_from_dvc(jobs, tmp_path) == [] and lock.snakemake_mtime(tmp_path / "a.txt") == 100
+    (tmp_path / "dvc.lock").unlink()                       # no record: nothing to take over
+    assert lock.take_over_from_dvc(jobs, tmp_path) == []
