@@ -5,7 +5,8 @@ from pathlib import Path
 from snakemake.utils import validate
 from pipeline import params, wiring
 from pipeline.configure import changes, check_local_sources, configure
-from pipeline.lock import code_mtimes, edited_during_run, hand_over_to_dvc, hold_workspace, take_over_from_dvc
+from pipeline.lock import code_mtimes, edited_during_run, hand_over_to_dvc, hold_workspace
+from pipeline.plan import take_over_from_dvc
 from pipeline.report import render_despite_failure
 from pipeline.stage import PipelineError
 

@@ -1,6 +1,5 @@
-"""One workspace, one orchestrator at a time: Snakemake holds DVC's own repository lock; the
-hand-over from Snakemake to DVC after a run of the whole workflow; and Snakemake's take-over of what
-DVC restored (`dvc checkout`, `dvc pull`, `dvc exp apply`), dated after its inputs.
+"""One workspace, one orchestrator at a time: Snakemake holds DVC's own repository lock; and the
+hand-over from Snakemake to DVC after a run of the whole workflow (the other way: pipeline.plan).
 
 `dvc repro` and `snakemake` in the same workspace would otherwise train the same experiment into the
 same paths at once (each deletes a stage's outputs before running it). DVC already takes
@@ -11,14 +10,12 @@ and Snakemake started while DVC runs stops with the one line below.
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import stat
 from pathlib import Path
 
-from pipeline.stage import PipelineError, alive, file_sha256
+from pipeline.stage import PipelineError, alive
 
 _held: list[int] = []   # the open lock file, kept for the life of the Snakemake process
 
@@ -129,81 +126,3 @@ def hand_over_to_dvc(whole_workflow: bool, edited: str | None = None, root: Path
         print(f"dvc commit -f failed (DVC will redo the work): {p.stderr.strip().splitlines()[-1:]}",
               file=sys.stderr)
 
-
-def snakemake_mtime(path: Path) -> float | None:
-    """The time Snakemake dates `path` by (snakemake.io's rule): a folder by the .snakemake_timestamp
-    inside where it has one, a link by the later of itself and its target; None where missing."""
-    def own(p: Path, st: os.stat_result) -> float:
-        if stat.S_ISDIR(st.st_mode):
-            with contextlib.suppress(FileNotFoundError):
-                return os.stat(p / ".snakemake_timestamp").st_mtime
-        return st.st_mtime
-    try:
-        st = os.stat(path, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            return max(st.st_mtime, own(path, os.stat(path)))
-        return own(path, st)
-    except FileNotFoundError:
-        return None
-
-
-def _made_from(writes: list[Path], parent: Path) -> bool:
-    """Whether every run.json among or under `writes` (a train job's, a replicate job's runs')
-    records `parent`'s checkpoint as the one it started from (run.json's parent_sha256)."""
-    records = [w for w in writes if w.name == "run.json"] + [r for w in writes if w.is_dir() for r in w.glob("*/run.json")]
-    digest = file_sha256(parent)
-    return bool(records) and all(json.loads(r.read_text()).get("parent_sha256") == digest for r in records)
-
-
-def take_over_from_dvc(jobs: dict, root: Path = Path(".")) -> list[str]:
-    """Date now the outputs of each job that Snakemake would rerun only because an input is newer
-    than an output, where DVC's record (dvc.lock) says the job is current; return those jobs.
-
-    `dvc checkout`, `dvc pull` and `dvc exp apply` restore outputs by content, each file dated when
-    it was copied, in no particular order, and `git checkout` dates the files it writes likewise:
-    Snakemake, which goes by dates, would then rerun jobs whose outputs are exactly what their
-    inputs give. DVC compares content: a job it records as current (its command, params, inputs
-    and outputs all as dvc.lock has them) is current. `jobs` (wiring.jobs: each after those it reads
-    from) are dated in order, so a job dated now makes its readers' inputs newer, and they are
-    checked in turn. An input only Snakemake declares (a parent's checkpoint) must be the one the
-    outputs' run.json records. A job DVC does not record as current keeps its dates: Snakemake
-    reruns it. Called where this process holds DVC's lock (hold_workspace)."""
-    if not (root / ".dvc").is_dir() or not (root / "dvc.lock").is_file():
-        return []
-    times: dict[str, float | None] = {}
-
-    def mtime(path: str) -> float | None:
-        if path not in times:
-            times[path] = snakemake_mtime(root / path)
-        return times[path]
-    dvc_stages, taken = None, []
-    for name, job in jobs.items():
-        written = [mtime(p) for p in job.writes]
-        if not written or None in written:
-            continue            # a missing output: Snakemake runs the job, whatever DVC says
-        newer = {p for p in job.reads if (mtime(p) or 0) > min(written)}
-        if not newer:
-            continue
-        if dvc_stages is None:
-            dvc_stages = _dvc_stages(root)
-        stage = dvc_stages.get(name)
-        if stage is None or stage.status() or (job.parent in newer and not _made_from([root / w for w in job.writes], root / job.parent)):
-            continue
-        for path in job.writes:
-            for p in (root / path, root / path / ".snakemake_timestamp"):
-                if p.exists():
-                    os.utime(p)
-            times.pop(path)
-        taken.append(name)
-    return taken
-
-
-def _dvc_stages(root: Path) -> dict:
-    """DVC's stages by name (`train@digits_mlp`), read with its repository lock counted as held:
-    this process holds it (hold_workspace), and DVC's own would wait for itself."""
-    from dvc.lock import LockNoop
-    from dvc.repo import Repo
-    repo = Repo(str(root))
-    repo.lock = LockNoop()
-    repo.lock.lock()
-    return {stage.name: stage for stage in repo.index.stages if not stage.is_data_source}

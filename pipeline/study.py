@@ -15,6 +15,7 @@ later `-S lr=...` changes one line. Then run `snakemake` or `dvc repro` / `dvc e
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -79,7 +80,31 @@ def switch(params_path: Path, studies: Path, name: str, save: bool = False, disc
     normalise(params_path)
     params_mod.load(params_path)   # a last check of what was written
     print(f"params.yaml now runs study {name!r} ({len(incoming['experiments'])} experiments); "
-          f"run snakemake or dvc repro", file=sys.stderr)
+          f"run snakemake or dvc repro. {kept_defaults(params, params_path)}", file=sys.stderr)
+
+
+def kept_defaults(params: dict, params_path: Path) -> str:
+    """What a switch keeps, in words: the keys no study file holds (the training defaults, smoke,
+    verdict), naming those that differ from the last commit's params.yaml (`dvc exp run -S lr=...`
+    writes them there, and no study's --discard takes them back)."""
+    import subprocess
+    kept = [k for k in params if k != "study" and k not in STUDY_KEYS]
+    git = subprocess.run(["git", "show", f"HEAD:./{params_path.name}"], cwd=params_path.parent,
+                         capture_output=True, text=True)
+    if git.returncode != 0:
+        return "The training defaults stay as they are (no study file holds them)."
+    from ruamel.yaml import YAMLError
+    try:
+        committed = params_mod._parse(git.stdout)
+    except YAMLError:
+        committed = None
+    committed = committed if isinstance(committed, dict) else {}
+    changed = [f"{k}: {json.dumps(params[k])} (committed: {json.dumps(committed.get(k))})" for k in kept
+               if params[k] != committed.get(k)]
+    if not changed:
+        return "The training defaults stay as they are, as committed."
+    return (f"The training defaults stay as they are (no study file holds them); these differ from the "
+            f"last commit: {', '.join(changed)}")
 
 
 def normalise(path: Path) -> None:

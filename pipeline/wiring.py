@@ -4,7 +4,7 @@ code; this module lists them, adds the code each stage really imports, and write
 
     python -m pipeline.wiring dvc.yaml     # writes dvc.yaml (a test fails when the committed one differs)
     Snakefile                              # builds its rules from the same table at parse time
-    python -m pipeline.wiring --preview          # the jobs an edit of params.yaml reruns
+    python -m pipeline.wiring --preview    # what snakemake, and what dvc repro, would run now
 
 No stage's own code imports this module: the tools' wiring is no part of what a stage computes,
 so editing it retrains nothing (editing a stage's row edits that stage's module, and reruns it).
@@ -242,21 +242,17 @@ def jobs(params: dict) -> dict[str, Job]:
     return found
 
 
-def preview(params: dict, configs: Path, sources: Path) -> list[str]:
-    """The jobs an edit of params.yaml reruns, under either tool (DVC runs configure first as
-    well): those reading a config file or link that configure would change, and every job
-    downstream of them. Nothing is written."""
+def preview(params: dict, configs: Path, sources: Path, root: Path = Path(".")) -> dict[str, list[str] | None]:
+    """What each tool would run now, with params.yaml as it is: {"snakemake": jobs, "dvc": stages},
+    each in the tool's order; "dvc" None outside a DVC repository. Nothing is written: configure's
+    files are taken as it is about to write them (pipeline.plan)."""
+    from pipeline import plan
     from pipeline.configure import changes
-    write, remove = changes(params, configs, sources)
-    changed = {str(path) for path in [*write, *remove]}
-    graph, rerun = jobs(params), set()
-    while True:
-        more = {name for name, job in graph.items() if name not in rerun and (job.reads & changed or any(
-            read.startswith(out.rstrip("/") + "/") or read == out for read in job.reads for out in changed))}
-        if not more:
-            return sorted(rerun)
-        rerun |= more
-        changed |= {out for name in more for out in graph[name].writes}
+    write, _ = changes(params, configs, sources)   # (a file it removes belongs to no job of the study)
+    future = {str(path): value for path, value in write.items()}
+    graph = jobs(params)
+    return {"snakemake": plan.walk(graph, root, future)[1],
+            "dvc": plan.dvc_runs(graph, root, future) if (root / ".dvc").is_dir() else None}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,13 +260,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, nargs="?", help="where to write dvc.yaml (default: print it)")
     ap.add_argument("--preview", action="store_true",
-                    help="list the jobs an edit of params.yaml reruns (the same under Snakemake and DVC); "
-                         "writes nothing")
+                    help="list what `snakemake` and what `dvc repro` would run now, each on a line; writes nothing")
     args = ap.parse_args(argv)
     if args.preview:
         from pipeline import params as params_mod
-        rerun = preview(params_mod.load("params.yaml"), Path("results/configs"), Path("data/sources"))
-        print("\n".join(rerun) if rerun else "nothing: params.yaml's edits change no job's config")
+        plans = preview(params_mod.load("params.yaml"), Path("results/configs"), Path("data/sources"))
+        for tool, runs in (("snakemake", plans["snakemake"]), ("dvc repro", plans["dvc"])):
+            print(f"{tool}: " + ("not a DVC repository" if runs is None else " ".join(runs) or "nothing to run"))
         return
     text = dvc_yaml()
     if args.out:
@@ -280,4 +276,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from pipeline.stage import cli
+    cli(main)      # a bad params.yaml: the one line the tools give

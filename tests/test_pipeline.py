@@ -58,10 +58,13 @@ def by_stage(jobs: set[str], stage: str) -> set[str]:
     return {j.split("@")[1] for j in jobs if j.startswith(stage + "@")}
 
 
-def preview(project: Path) -> set[str]:
-    """The jobs `python -m pipeline.wiring --preview` says an edit of params.yaml reruns."""
+def preview(project: Path) -> dict[str, set[str]]:
+    """What `python -m pipeline.wiring --preview` says each tool would run: {"snakemake": jobs, "dvc": stages}."""
     out = run(["python", "-m", "pipeline.wiring", "--preview"], cwd=project).stdout
-    return set() if out.startswith("nothing") else set(out.split())
+    lines = dict(line.split(": ", 1) for line in out.splitlines())
+    assert list(lines) == ["snakemake", "dvc repro"], out
+    return {tool: set() if said == "nothing to run" else set(said.split())
+            for tool, said in zip(("snakemake", "dvc"), lines.values())}
 
 
 def snakemake(project: Path, *args: str) -> tuple[set[str], str]:
@@ -192,7 +195,7 @@ def test_snakemake_reruns_exactly_what_changed(snakemake_built, tmp_path):
     foreseen = preview(project)
     jobs, _ = snakemake(project)
     assert_reran_for_global_lr(jobs, demo)
-    assert foreseen == jobs                                    # the preview said so, before
+    assert foreseen["snakemake"] == jobs                       # the preview said so, before
 
     with open(project / "params.yaml", "a") as f:    # a comment-only edit reruns nothing
         f.write("# a note on the study\n")
@@ -294,7 +297,7 @@ def test_dvc_run_cache_experiments_and_overrides(dvc_built, tmp_path):
     foreseen = preview(project)
     ran, _ = dvc(project, "exp", "run")
     assert by_stage(ran, "train") == {"digits_lenet_adam"}
-    assert foreseen == ran - {"configure"}                     # DVC runs configure as well
+    assert foreseen["dvc"] == ran                              # DVC runs configure as well
     ran, _ = dvc(project, "exp", "run", "-S", "+experiments.digits_mlp.lr=0.1")
     assert by_stage(ran, "train") == {"digits_mlp", "mlp_child"}     # the child carries its parent's config
 
@@ -635,6 +638,66 @@ def test_after_each_restore_neither_tool_has_anything_to_do(snakemake_built, tmp
     edit_params(project, lambda d: d.__setitem__("lr", 0.03))      # the take-over hides no edit
     jobs, _ = snakemake(project, "-n")
     assert_reran_for_global_lr(jobs, demo)
+
+
+def tools_do_what_the_preview_said(project: Path) -> dict[str, set[str]]:
+    """The preview, then each tool for real: `snakemake -n` plans exactly its snakemake line, and
+    `dvc repro` runs (or restores from its run-cache) exactly its dvc line; then neither has anything
+    to do. (`dvc repro --dry` is no such answer: it cannot see what configure will write.)"""
+    foreseen = preview(project)
+    jobs, out = snakemake(project, "-n")
+    assert jobs == foreseen["snakemake"], out
+    ran, out = dvc(project, "repro")
+    assert ran | dvc_restored(out) == foreseen["dvc"], out
+    assert_nothing_to_do(project)
+    return foreseen
+
+
+@pytest.mark.xdist_group("dvc")
+def test_the_preview_says_what_each_tool_runs_over_a_users_sequence(dvc_built, tmp_path):
+    """Experiments that leave the workspace as committed, then one in the workspace, a study switch
+    there and back, edits, a partial Snakemake run (which DVC does not record), a bad value, and the
+    way back to the commit: at each step the preview says what each tool then does."""
+    project, demo, _ = copy_of(dvc_built, tmp_path)
+    first = outputs(project)
+    commit(project, "demo results")
+    for override in ("lr=0.01", "epochs=3"):               # the README's lead: each from the commit
+        dvc(project, "exp", "run", "--temp", "-S", override)
+    assert run(["git", "status", "--porcelain"], cwd=project).stdout == "" and outputs(project) == first
+    assert_nothing_to_do(project)
+    changed = [set(json.loads(run(["dvc", "params", "diff", "HEAD", name, "--json"], cwd=project).stdout)
+                   ["params.yaml"]) for name in run(["dvc", "exp", "ls", "--name-only"], cwd=project).stdout.split()]
+    assert sorted(changed, key=sorted) == [{"epochs"}, {"lr"}]          # neither built on the other
+
+    ran, _ = dvc(project, "exp", "run", "-S", "lr=0.01")       # in the workspace: from the run-cache
+    assert not by_stage(ran, "train")
+    p = run(["python", "-m", "pipeline.study", "seed", "--save"], cwd=project)
+    assert p.stderr.rstrip().endswith("these differ from the last commit: lr: 0.01 (committed: 0.05)"), p.stderr
+    run(["python", "-m", "pipeline.study", "demo"], cwd=project)
+    assert tools_do_what_the_preview_said(project) == {"snakemake": set(), "dvc": set()}
+
+    edit_params(project, lambda d: d.__setitem__("lr", 0.05))
+    foreseen = tools_do_what_the_preview_said(project)
+    assert_reran_for_global_lr(foreseen["snakemake"], demo)
+    assert foreseen["dvc"] == foreseen["snakemake"] | {"configure"}
+
+    # Snakemake runs one experiment only: not handed over, so DVC would redo it, and says so
+    edit_params(project, lambda d: d.__setitem__("lr", 0.03))
+    snakemake(project, "results/experiments/digits_mlp/test.json")
+    foreseen = tools_do_what_the_preview_said(project)
+    assert foreseen["dvc"] - foreseen["snakemake"] == {"configure", "train@digits_mlp", "evaluate@digits_mlp"}
+
+    edit_params(project, lambda d: d.__setitem__("lr", -1))
+    line = "error: params.yaml: lr: -1 is less than or equal to the minimum of 0"
+    p = run(["python", "-m", "pipeline.wiring", "--preview"], cwd=project, check=False)
+    assert p.returncode == 1 and p.stdout == "" and p.stderr.strip() == line, p.stderr
+    assert line in run(["snakemake", "-n"], cwd=project, check=False).stderr
+
+    run(["git", "checkout", "--", "params.yaml", "dvc.lock"], cwd=project)       # back to the commit
+    dvc(project, "checkout")
+    assert preview(project) == {"snakemake": set(), "dvc": set()}
+    assert_nothing_to_do(project)
+    assert outputs(project) == first
 
 
 def new_runs(output: str) -> set[tuple[str, int]]:

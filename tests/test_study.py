@@ -67,3 +67,22 @@ def test_unknown_and_invalid_studies_are_one_line(workspace):
         "experiments: {x: {dataset: d, model: {name: mlp}, lrr: 1}}\n")
     with pytest.raises(P.ParamsError, match=r"studies/bad.yaml: .*did you mean 'lr'"):
         switch(workspace, "bad")
+
+
+def test_a_switch_names_the_defaults_it_keeps_that_differ_from_the_commit(workspace, capsys):
+    """`dvc exp run -S lr=0.01` writes a training default, which belongs to no study: a switch
+    (even with --discard) keeps it, and says so, naming it and the committed value."""
+    import subprocess
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "study"]):
+        subprocess.run(cmd, cwd=workspace, check=True)
+    switch(workspace, "seed")
+    assert capsys.readouterr().err.rstrip().endswith("The training defaults stay as they are, as committed.")
+    switch(workspace, "demo")
+    text = (workspace / "params.yaml").read_text()
+    (workspace / "params.yaml").write_text(text.replace("\nlr: 0.05 ", "\nlr: 0.01 ", 1))
+    for name in ("seed", "demo"):
+        after = switch(workspace, name, discard=True)
+        assert after["lr"] == 0.01
+        assert capsys.readouterr().err.rstrip().endswith(
+            "these differ from the last commit: lr: 0.01 (committed: 0.05)")

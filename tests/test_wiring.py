@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import lock, wiring
+from pipeline import lock, plan, wiring
 from pipeline import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,10 +118,10 @@ def test_no_stage_imports_or_runs_the_tools_wiring(stage):
     would rerun on every edit of it, and one that ran it (`python -m pipeline.wiring`) would hide
     that dependency. The report after a failure is the report package's (pipeline/report/failure.py)."""
     code = wiring.code_deps(stage.module)
-    assert "pipeline/wiring.py" not in code
+    assert not {"pipeline/wiring.py", "pipeline/lock.py", "pipeline/plan.py"} & set(code)
     for f in code:
         if f.endswith(".py"):
-            assert not re.search(r"pipeline\.wiring|import wiring", (ROOT / f).read_text()), f
+            assert not re.search(r"pipeline\.(wiring|lock|plan)|import (wiring|lock|plan)", (ROOT / f).read_text()), f
 
 
 def test_conda_env_pins_the_same_packages_as_requirements():
@@ -372,23 +372,23 @@ def test_snakemake_takes_over_only_what_dvc_records_as_current(tmp_path):
             os.utime(tmp_path / name.replace("_", "."), (t, t))
 
     def in_order() -> bool:
-        t = {p: lock.snakemake_mtime(tmp_path / p) for p in ("in.txt", "a.txt", "run.json", "parent.pt")}
+        t = {p: plan.snakemake_mtime(tmp_path / p) for p in ("in.txt", "a.txt", "run.json", "parent.pt")}
         return t["in.txt"] <= t["a.txt"] <= t["run.json"] and t["parent.pt"] <= t["run.json"]
 
     date(in_txt=300, a_txt=100, child_py=50, run_json=200, parent_pt=50)
-    assert lock.take_over_from_dvc(jobs, tmp_path) == ["first", "second"] and in_order()
+    assert plan.take_over_from_dvc(jobs, tmp_path) == ["first", "second"] and in_order()
     date(a_txt=100, run_json=200, parent_pt=400)          # the parent's checkpoint restored last
-    assert lock.take_over_from_dvc(jobs, tmp_path) == ["first", "second"] and in_order()
+    assert plan.take_over_from_dvc(jobs, tmp_path) == ["first", "second"] and in_order()
     # retrained parent (new weights): its child was made from the old ones, whatever DVC records
     (tmp_path / "parent.pt").write_bytes(b"other weights")
     date(run_json=200, parent_pt=400)
-    assert lock.take_over_from_dvc(jobs, tmp_path) == [] and not in_order()
+    assert plan.take_over_from_dvc(jobs, tmp_path) == [] and not in_order()
     assert json.loads((tmp_path / "run.json").read_text())["parent_sha256"] != \
         hashlib.sha256(b"other weights").hexdigest()
     # an edited input: DVC does not record `first` as current, so neither is dated
     (tmp_path / "parent.pt").write_bytes(b"weights")
     (tmp_path / "in.txt").write_text("new data\n")
     date(in_txt=300, a_txt=100, run_json=200, parent_pt=50)
-    assert lock.take_over_from_dvc(jobs, tmp_path) == [] and lock.snakemake_mtime(tmp_path / "a.txt") == 100
+    assert plan.take_over_from_dvc(jobs, tmp_path) == [] and plan.snakemake_mtime(tmp_path / "a.txt") == 100
     (tmp_path / "dvc.lock").unlink()                       # no record: nothing to take over
-    assert lock.take_over_from_dvc(jobs, tmp_path) == []
+    assert plan.take_over_from_dvc(jobs, tmp_path) == []
