@@ -61,10 +61,13 @@ class DvcRecord:
     def __init__(self, root: Path):
         from dvc.lock import LockNoop
         from dvc.repo import Repo
-        repo = Repo(str(root))
-        repo.lock = LockNoop()
-        repo.lock.lock()
-        self.stages = {stage.name: stage for stage in repo.index.stages if not stage.is_data_source}
+        self.repo = Repo(str(root))
+        self.repo.lock = LockNoop()
+        self.repo.lock.lock()
+        self.stages = {stage.name: stage for stage in self.repo.index.stages if not stage.is_data_source}
+
+    def close(self) -> None:
+        self.repo.close()       # its state database, before `dvc commit` (the hand-over) opens it
 
     def changed(self, name: str, future: dict[str, str | Path] | None = None) -> bool:
         """Whether DVC would run stage `name`, whatever runs before it: its command, params, inputs
@@ -93,7 +96,7 @@ def walk(jobs: dict, root: Path = Path("."), future: dict[str, str | Path] | Non
     """Snakemake's next run, job by job: (the jobs whose outputs the take-over dates, the jobs it
     runs). `future`: the files configure is about to write (path -> text or link target), dated
     then; None: as they are. With `date`, the take-over sets its dates on the files."""
-    future, record, times = future or {}, None, {}
+    future, times, record = future or {}, {}, None
     written, dated = time.time() + 1, time.time() + 2       # configure's writes, then the take-over's
 
     def mtime(path: str) -> float | None:
@@ -101,28 +104,32 @@ def walk(jobs: dict, root: Path = Path("."), future: dict[str, str | Path] | Non
             times[path] = written if path in future else snakemake_mtime(root / path)
         return times[path]
     taken, runs, run_writes = [], [], set()
-    for name, job in jobs.items():
-        outputs = [mtime(p) for p in job.writes]
-        if job.reads & run_writes or not outputs or None in outputs:   # updated by another job, or missing
+    try:
+        for name, job in jobs.items():
+            outputs = [mtime(p) for p in job.writes]
+            if job.reads & run_writes or not outputs or None in outputs:   # updated by another job, or missing
+                runs.append(name)
+                run_writes |= job.writes
+                continue
+            newer = {p for p in job.reads if (mtime(p) or 0) > min(outputs)}
+            if not newer:
+                continue
+            if has_record(root):
+                record = record or DvcRecord(root)
+                if not record.changed(name, future) and not (
+                        job.parent in newer and not _made_from([root / w for w in job.writes], root / job.parent)):
+                    for path in job.writes:
+                        times[path] = dated
+                        for p in (root / path, root / path / ".snakemake_timestamp"):
+                            if date and p.exists():
+                                os.utime(p)
+                    taken.append(name)
+                    continue
             runs.append(name)
             run_writes |= job.writes
-            continue
-        newer = {p for p in job.reads if (mtime(p) or 0) > min(outputs)}
-        if not newer:
-            continue
-        if has_record(root):
-            record = record or DvcRecord(root)
-            if not record.changed(name, future) and not (
-                    job.parent in newer and not _made_from([root / w for w in job.writes], root / job.parent)):
-                for path in job.writes:
-                    times[path] = dated
-                    for p in (root / path, root / path / ".snakemake_timestamp"):
-                        if date and p.exists():
-                            os.utime(p)
-                taken.append(name)
-                continue
-        runs.append(name)
-        run_writes |= job.writes
+    finally:
+        if record is not None:
+            record.close()
     return taken, runs
 
 
@@ -137,11 +144,11 @@ def dvc_runs(jobs: dict, root: Path = Path("."), future: dict[str, str | Path] |
     where its record differs, then each stage whose record differs once configure wrote `future`, or
     that reads what a stage before it runs. DVC sees no parent's checkpoint (its config carries the
     parent's instead)."""
-    record = DvcRecord(root)
-    runs = ["configure"] if record.changed("configure") else []
-    run_writes: set[str] = set()
-    for name, job in jobs.items():
-        if (job.reads - {job.parent}) & run_writes or record.changed(name, future):
-            runs.append(name)
-            run_writes |= job.writes
+    with contextlib.closing(DvcRecord(root)) as record:
+        runs = ["configure"] if record.changed("configure") else []
+        run_writes: set[str] = set()
+        for name, job in jobs.items():
+            if (job.reads - {job.parent}) & run_writes or record.changed(name, future):
+                runs.append(name)
+                run_writes |= job.writes
     return runs

@@ -592,6 +592,18 @@ def assert_nothing_to_do(project: Path) -> None:
         assert not snakemake_jobs(out), out
 
 
+@pytest.mark.xdist_group("dvc")
+def test_the_tests_that_read_the_repository_pass_where_dvc_lock_is_committed(project):
+    """The README's set-up commits dvc.lock: a test of this repository must not fail in such a clone
+    (one did: it asserted that no dvc.lock was tracked)."""
+    dvc(project, "repro", "configure")
+    commit(project, "demo results")
+    assert run(["git", "ls-files", "dvc.lock"], cwd=project).stdout.strip() == "dvc.lock"
+    p = run(["python", "-m", "pytest", "-q", "-n", "0", "-m", "not integration", "tests/test_wiring.py"],
+            cwd=project, check=False)
+    assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-3000:]
+
+
 @pytest.mark.xdist_group("snakemake")
 def test_after_each_restore_neither_tool_has_anything_to_do(snakemake_built, tmp_path):
     """The README's routes back to a result: `make clean` + `dvc checkout`, an experiment and back,
