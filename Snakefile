@@ -20,8 +20,9 @@ except (params.ParamsError, PipelineError) as e:
     sys.exit(f"error: {e}")
 validate(PARAMS, params.SCHEMA_PATH)
 # Snakemake's view of params.yaml: one small JSON per job, rewritten only when its content changes.
-# A job reruns when such an input is newer than its outputs, whoever built them (DVC included);
-# params triggers would need Snakemake's own records, which outputs built by DVC lack.
+# A job reruns when such an input is newer than its outputs, whoever built them (DVC included),
+# unless dvc.lock records it as current (the take-over below); params triggers would need
+# Snakemake's own records, which outputs built by DVC lack.
 # Written only while this process holds the workspace (the lock below, from now until it exits):
 # another run's jobs read these files, so a dry run or a refused run during it must not touch them.
 # (A job's own snakemake, e.g. under SLURM, finds them written by the main process.)

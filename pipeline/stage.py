@@ -184,6 +184,8 @@ MACHINE_FAULTS = {
                   "run the stage again",
     errno.EROFS: "the file system is read-only (EROFS): nothing written; remount it read-write, or run where "
                  "results/ and data/ can be written",
+    errno.EFBIG: "past the largest file this process may write (EFBIG: ulimit -f, or the file system's largest "
+                 "file): nothing written; raise the limit (ulimit -f unlimited) and run the stage again",
 }
 
 

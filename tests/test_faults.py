@@ -387,6 +387,7 @@ def stage_cli(monkeypatch):
     (errno.ENOSPC, "no space left on its file system (ENOSPC): nothing written; free space there"),
     (errno.EDQUOT, "disk quota exceeded (EDQUOT): nothing written;"),
     (errno.EROFS, "the file system is read-only (EROFS): nothing written; remount it read-write"),
+    (errno.EFBIG, "(EFBIG: ulimit -f, or the file system's largest file): nothing written; raise the limit"),
 ])
 def test_a_full_or_read_only_disk_is_one_line_and_leaves_no_output(stage_cli, tmp_path, capsys, fault, words):
     """The second of two outputs fails to write (a test double of the write: the first is already in
@@ -423,6 +424,21 @@ def test_a_full_disk_under_a_real_stage(stage_cli, tmp_path, capsys, monkeypatch
         stage_cli.cli(lambda: stats.main(["--prepared", str(prepared), "--out", str(tmp_path / "s.json")]))
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"error: {tmp_path / 's.json'}: {stage_cli.MACHINE_FAULTS[errno.ENOSPC]}"
+    assert not list(tmp_path.glob("*s.json*"))
+
+
+def test_a_file_size_limit_is_one_line_under_a_real_process(tmp_path):
+    """`ulimit -f` (RLIMIT_FSIZE): the kernel refuses the write past it with EFBIG (Python ignores
+    the SIGXFSZ that comes with it), as a full disk refuses with ENOSPC: the same kind of line."""
+    import resource
+    from pipeline import stage
+    prepared = digits_prepared(tmp_path / "prepared")
+    out = tmp_path / "s.json"
+    p = subprocess.run([sys.executable, "-m", "pipeline.stats", "--prepared", str(prepared), "--out", str(out)],
+                       cwd=ROOT, env=tool_env(), capture_output=True, text=True,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (16, 16)))
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == f"error: {out}: {stage.MACHINE_FAULTS[errno.EFBIG]}", p.stderr
     assert not list(tmp_path.glob("*s.json*"))
 
 

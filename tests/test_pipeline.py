@@ -619,6 +619,8 @@ def test_after_each_restore_neither_tool_has_anything_to_do(snakemake_built, tmp
     dvc(project, "checkout")
     assert_nothing_to_do(project)
     assert outputs(project) == built
+    (project / "results/configs/experiments/digits_mlp.json").touch()     # newer, the same content
+    assert_nothing_to_do(project)
 
     ran, _ = dvc(project, "exp", "run", "-S", "lr=0.01")
     assert_reran_for_global_lr(ran, demo)
